@@ -1,0 +1,1 @@
+"""Learned reconstruction maps (Flax Linen)."""
