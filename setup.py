@@ -25,7 +25,8 @@ setup(
     ],
     extras_require={
         "data": DATA,
-        # scikit-image: the SSIM reference the tests compare against.
-        "test": ["pytest>=7", "scikit-image>=0.21"] + DATA,
+        # scikit-image: the SSIM reference the tests compare against.  pytest-xdist: the suite
+        # is mostly XLA compilation, which is single-threaded; two workers use both cores.
+        "test": ["pytest>=7", "pytest-xdist>=3", "scikit-image>=0.21"] + DATA,
     },
 )

@@ -26,12 +26,15 @@ def check_image(x, name: str = "x", min_ndim: int = 2):
         raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
 
 
-def check_mask(mask, image_shape, name: str = "mask"):
+def check_mask(mask, image_shape, name: str = "mask", coil_axis: bool = False):
     """Raise unless ``mask`` is 2-D or more and its trailing two axes match the image's.
 
     The mask must be boolean (or 0/1 numeric, which is accepted as a weight) and
-    broadcastable against the image's leading axes.
+    broadcastable against the image's leading axes.  ``coil_axis``: ``image_shape`` is
+    multi-coil k-space ``(..., C, H, W)``, whose coil axis the mask does not have.
     """
+    if coil_axis and len(image_shape) >= 3:
+        image_shape = tuple(image_shape[:-3]) + tuple(image_shape[-2:])
     if not hasattr(mask, "shape"):
         raise TypeError(f"{name} must be an array, got {type(mask).__name__}")
     if mask.ndim < 2:
@@ -43,6 +46,12 @@ def check_mask(mask, image_shape, name: str = "mask"):
     kind = np.dtype(mask.dtype).kind
     if kind == "c":
         raise TypeError(f"{name} must be boolean or real, got dtype {mask.dtype}")
+    try:
+        np.broadcast_shapes(tuple(mask.shape[:-2]), tuple(image_shape[:-2]))
+    except ValueError:
+        raise ValueError(
+            f"{name}'s leading axes {tuple(mask.shape[:-2])} do not broadcast against the image's "
+            f"{tuple(image_shape[:-2])}") from None
 
 
 def check_coil_maps(coil_maps, image_shape, name: str = "coil_maps"):

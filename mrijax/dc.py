@@ -41,8 +41,11 @@ def data_consistency(x, k0, mask, noise_level=None, coil_maps=None):
       noise_level: ``None`` for exact replacement (``lam = inf``); otherwise ``lam >= 0``,
         a float or a (learnable) array, giving the weighted average above.  Differentiable.
       coil_maps: optional ``(..., C, H, W)``; DC is then applied per coil to
-        ``fft2c(S_c x)`` and the coils are combined with ``sum_c conj(S_c) (.)``.  This is
-        exact (a projection) when the maps are normalised, ``sum_c |S_c|^2 = 1``.
+        ``fft2c(S_c x)`` and the coils are combined with ``sum_c conj(S_c) (.)``.  With
+        normalised maps (``sum_c |S_c|^2 = 1``) an image that already agrees with ``k0``
+        is left unchanged, but for ``C > 1`` the layer is not a projection (applying it
+        twice differs from once): the coil combination ``E*`` followed by ``E`` is not
+        the identity on multi-coil k-space.
     """
     check_image(x)
     check_mask(mask, x.shape)

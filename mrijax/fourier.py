@@ -99,7 +99,7 @@ def adjoint(k, mask, coil_maps=None):
     With ``coil_maps``: ``sum_c conj(S_c) ifft2c(mask * k_c)``.
     """
     check_image(k, "k")
-    check_mask(mask, k.shape)
+    check_mask(mask, k.shape, coil_axis=coil_maps is not None)
     if coil_maps is None:
         return ifft2c(apply_mask(k, mask))
     check_coil_maps(coil_maps, k.shape)

@@ -1,0 +1,1 @@
+"""Experiment scripts (absl command-line programs) built on mrijax."""

@@ -1,0 +1,156 @@
+"""What the experiment scripts share: flag parsing, model loading, atomic output files.
+
+Nothing scientific lives here: every number comes from a library call.  The helpers
+write only under the folder the user names, and always atomically (a temporary file in
+the same folder, then ``os.replace``), so an interrupted run never leaves a half-written
+file behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from typing import Callable
+
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CHECKPOINT = os.path.join(REPO_ROOT, "checkpoints", "cascade_gaussian33")
+"""The cascade that the shipped experiments attack by default (see checkpoints/README.md)."""
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_atomically(path: str, write_bytes: Callable) -> None:
+    """Call ``write_bytes(f)`` on a temporary file beside ``path``, then rename it onto ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_bytes(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "__array__") and not isinstance(obj, (str, bytes)):
+        a = np.asarray(obj)
+        return _jsonable(a.tolist()) if a.ndim else _jsonable(a.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return _jsonable(obj.item())
+    return obj
+
+
+def save_json(path: str, obj) -> None:
+    """JSON (NumPy and JAX values converted; NaN -> null, +-inf -> "inf"/"-inf"), atomically."""
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode()))
+
+
+def save_npz(path: str, **arrays) -> None:
+    """``np.savez_compressed`` of plain NumPy arrays, atomically (read with ``allow_pickle=False``)."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def load_npz(path: str) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def save_figure(path: str, fig) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    write_atomically(path, lambda f: f.write(buf.getvalue()))
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def parse(define_flags: Callable, argv) -> "flags.FlagValues":
+    """Parse ``argv`` (program name first) into a fresh FlagValues from ``define_flags()``.
+
+    Raises ``SystemExit(2)`` with absl's message on a bad flag.
+    """
+    from absl import flags
+    argv = sys.argv if argv is None else list(argv)
+    fv = define_flags()
+    if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
+        print(fv.get_help())
+        raise SystemExit(0)
+    try:
+        rest = fv(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+    if len(rest) > 1:
+        print(f"error: unexpected arguments {rest[1:]}", file=sys.stderr)
+        raise SystemExit(2)
+    return fv
+
+
+def flag_dict(fv) -> dict:
+    """The values of all flags defined in ``fv`` (for results.json and resume checks)."""
+    return {name: fv[name].value for name in sorted(fv) if fv[name].value is not None or True}
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def load_reconstruction(model: str, mask, *, weights: str | None = None, flip_filters: bool = False,
+                        cs_iters: int | None = None, image_size: int | None = None):
+    """``--model`` -> ``(recon, description)``: a pure ``f(masked k-space) -> image``.
+
+    ``model`` is a checkpoint folder written by ``experiments.train_cascade`` /
+    ``experiments.train_automap``, ``"deepmri_npz"`` (the published D5-C5 weights at
+    ``weights``), or ``"cs"`` (mrijax.cs with its defaults).
+    """
+    from mrijax import cs
+    from mrijax.models import load_deepmri_npz, reconstruction_map
+
+    mask = np.asarray(mask, bool)
+    if model == "cs":
+        kw = {} if cs_iters is None else {"iters": cs_iters}
+        return cs.reconstruction_map(mask, **kw), {"model": "cs", **kw}
+    if model == "deepmri_npz":
+        if not weights:
+            raise ValueError("--model=deepmri_npz needs --weights=PATH to the published d5_c5.npz")
+        net, params = load_deepmri_npz(weights, flip_filters=flip_filters)
+        return reconstruction_map(net, params, mask), {"model": "deepmri_npz", "weights": weights,
+                                                        "flip_filters": flip_filters}
+    if not os.path.isdir(model):
+        raise FileNotFoundError(
+            f"--model={model!r} is neither 'cs', 'deepmri_npz' nor a checkpoint folder")
+    from mrijax.checkpoint import load_model
+    net, params, config = load_model(model)
+    return reconstruction_map(net, params, mask), {"model": model, "config": config.get("model")}
