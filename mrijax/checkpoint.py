@@ -1,0 +1,448 @@
+"""Orbax checkpoints of training runs: "latest" and "best", with the run's config beside them.
+
+Layout of a checkpoint directory ``ckpt_dir``::
+
+    ckpt_dir/
+      latest/                 the most recent state (written every few steps)
+        params/               orbax (StandardCheckpointer) tree of plain NumPy arrays
+        train_state/          orbax tree: opt_state, step, rng (omitted with include_opt_state=False)
+        config.json           the run's config (model class + kwargs, data, mask, training flags)
+        meta.json             step, format version, free-form metrics (e.g. the best validation)
+        arrays.npz            optional extra arrays (e.g. AUTOMAP's fixed mask), read without pickle
+      best/                   the same for the best validation so far
+      metrics.json            training history (written by :func:`mrijax.train.fit`)
+
+Every checkpoint is written into a temporary sibling folder and renamed into place, so a
+crash never leaves a half-written ``latest``; the previous one is renamed aside first
+and removed only afterwards (a crash in between leaves it as ``latest.old``, which
+:func:`restore` falls back to).
+
+The arrays are stored as plain NumPy (no device or sharding information needed), so a
+checkpoint written on a GPU restores on a CPU-only machine.
+
+The config is a JSON dict.  Its ``"model"`` entry, ``{"class": "Cascade", "kwargs":
+{...}}`` (see :func:`model_config`), lets :func:`load_model` rebuild the model with no
+other information; the other entries (``"data"``, ``"mask"``, ``"train"``) describe how
+it was trained.  On resume, :func:`restore` compares the stored config with the new one
+and refuses to continue a different run (keys in :data:`RESUME_MAY_CHANGE`, such as
+the number of steps, may differ).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import jax
+from flax import serialization
+
+LATEST = "latest"
+BEST = "best"
+FORMAT_VERSION = 1
+
+# Config keys (dotted paths) that may change between an interrupted run and its resumption.
+# (With a cosine learning-rate decay over ``train.steps``, raising the steps stretches the
+# schedule from the restored step on; resuming with unchanged settings is exact.)
+RESUME_MAY_CHANGE = ("train.steps", "train.log_every", "train.ckpt_every", "train.validate_every",
+                     "train.min_loss", "validation.plot_count")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or does not fit what it is restored into."""
+
+
+class ConfigMismatchError(ValueError):
+    """Resuming a run whose stored config differs from the requested one."""
+
+
+# --------------------------------------------------------------------------- models
+
+_MODEL_CLASSES: Dict[str, type] = {}
+
+
+def register_model(cls: type, name: Optional[str] = None) -> type:
+    """Make a Flax module class rebuildable by :func:`load_model` under ``name`` (default:
+    the class name).  The library's models are found in :mod:`mrijax.models` without this.
+    Returns ``cls`` (usable as a decorator)."""
+    _MODEL_CLASSES[name or cls.__name__] = cls
+    return cls
+
+
+def _model_class(name: str) -> type:
+    if name in _MODEL_CLASSES:
+        return _MODEL_CLASSES[name]
+    import mrijax.models as models
+    cls = getattr(models, name, None)
+    if not isinstance(cls, type):
+        raise CheckpointError(
+            f"the checkpoint's model class {name!r} is neither in mrijax.models nor registered "
+            "with mrijax.checkpoint.register_model")
+    return cls
+
+
+def model_config(model) -> Dict[str, Any]:
+    """``{"class": name, "kwargs": {...}}`` of a Flax module: its dataclass fields except
+    ``parent`` and ``name``.  Raises ``TypeError`` if a field is not JSON-serialisable."""
+    if not dataclasses.is_dataclass(model):
+        raise TypeError(f"model must be a Flax module (a dataclass), got {type(model).__name__}")
+    kwargs = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+              if f.init and f.name not in ("parent", "name")}
+    try:
+        json.dumps(kwargs)
+    except TypeError as e:
+        raise TypeError(f"{type(model).__name__}'s fields must be JSON-serialisable to be "
+                        f"stored in a checkpoint config: {e}") from e
+    return {"class": type(model).__name__, "kwargs": kwargs}
+
+
+def build_model(config: Mapping[str, Any]):
+    """The model described by a run config's ``"model"`` entry, or by such an entry itself
+    (``{"class": ..., "kwargs": ...}``, see :func:`model_config`)."""
+    entry = config if "class" in config else config.get("model")
+    if not isinstance(entry, Mapping) or "class" not in entry:
+        raise CheckpointError("config has no 'model': {'class': ..., 'kwargs': ...} entry")
+    cls = _model_class(entry["class"])
+    try:
+        return cls(**dict(entry.get("kwargs", {})))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot build {entry['class']} from the stored kwargs {entry.get('kwargs')}: {e}") from e
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_json_atomic(path, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
+    path = os.fspath(path)
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _jsonable(obj):
+    """NumPy scalars/arrays -> Python numbers/lists, recursively."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        return _jsonable(np.asarray(obj).tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file {path} is missing (incomplete or corrupt checkpoint)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint file {path} is not valid JSON (corrupt checkpoint): {e}") from e
+
+
+def _to_numpy_tree(tree):
+    """A pytree of arrays -> nested dicts of NumPy arrays (optax named tuples become dicts)."""
+    return jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(jax.device_get(tree)))
+
+
+def _orbax_save(path, tree):
+    import orbax.checkpoint as ocp
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(os.path.abspath(path), tree)
+        checkpointer.wait_until_finished()
+
+
+def _orbax_restore(path):
+    import orbax.checkpoint as ocp
+    if not os.path.isdir(path):
+        raise CheckpointError(f"checkpoint folder {path} is missing (incomplete or corrupt checkpoint)")
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore(os.path.abspath(path))
+    except Exception as e:  # orbax raises many types for unreadable data
+        raise CheckpointError(f"could not read the orbax checkpoint at {path} (corrupt?): "
+                              f"{type(e).__name__}: {e}") from e
+
+
+# --------------------------------------------------------------------------- save / restore
+
+
+def save(directory, state, config: Mapping[str, Any], *, best: bool = False,
+         metrics: Optional[Mapping[str, Any]] = None, include_opt_state: bool = True,
+         arrays: Optional[Mapping[str, np.ndarray]] = None) -> str:
+    """Atomically write ``state`` and ``config`` to ``directory/latest`` (or ``/best``).
+
+    Args:
+      directory: the run's checkpoint directory (created if needed).
+      state: a :class:`mrijax.train.TrainState`.
+      config: the run's JSON-serialisable config; should hold ``"model"`` (see
+        :func:`model_config`) for :func:`load_model`.
+      best: write ``best`` instead of ``latest``.
+      metrics: JSON-able extras stored in ``meta.json``.
+      include_opt_state: also store ``opt_state``, ``step`` and ``rng`` (needed to resume;
+        without them the checkpoint holds only what inference needs, a third of Adam's size).
+      arrays: extra named NumPy arrays stored in ``arrays.npz`` (e.g. a fixed mask).
+
+    Returns:
+      The path of the written checkpoint.
+
+    Raises:
+      TypeError: ``config`` or ``metrics`` is not JSON-serialisable (before anything is written).
+    """
+    directory = os.fspath(directory)
+    try:
+        config_text = json.dumps(_jsonable(config), sort_keys=True)
+        json.dumps(_jsonable(metrics or {}))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"checkpoint config and metrics must be JSON-serialisable: {e}") from e
+    which = BEST if best else LATEST
+    os.makedirs(directory, exist_ok=True)
+    final = os.path.join(directory, which)
+    tmp = os.path.join(directory, f".{which}.tmp-{uuid.uuid4().hex}")
+    try:
+        os.makedirs(tmp)
+        _orbax_save(os.path.join(tmp, "params"), _to_numpy_tree(state.params))
+        if include_opt_state:
+            _orbax_save(os.path.join(tmp, "train_state"), _to_numpy_tree(
+                {"opt_state": state.opt_state, "step": state.step, "rng": state.rng}))
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            f.write(json.dumps(json.loads(config_text), indent=2, sort_keys=True) + "\n")
+        write_json_atomic(os.path.join(tmp, "meta.json"), {
+            "format": FORMAT_VERSION, "step": int(np.asarray(state.step)),
+            "has_train_state": bool(include_opt_state), "metrics": metrics or {}})
+        if arrays:
+            np.savez(os.path.join(tmp, "arrays.npz"), **{k: np.asarray(v) for k, v in arrays.items()})
+        old = None
+        if os.path.exists(final):
+            old = os.path.join(directory, f"{which}.old")
+            if os.path.exists(old):
+                shutil.rmtree(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def checkpoint_path(directory, which: Optional[str] = None) -> str:
+    """The folder of one checkpoint.
+
+    ``directory`` may be a run directory (holding ``latest``/``best``) or a checkpoint
+    folder itself (holding ``config.json``).  ``which``: ``"latest"``, ``"best"`` or
+    ``None`` (a checkpoint folder itself, else ``best`` if present, else ``latest``).
+
+    Raises:
+      FileNotFoundError: nothing usable at ``directory``, naming the path.
+    """
+    directory = os.fspath(directory)
+    if which not in (None, LATEST, BEST):
+        raise ValueError(f"which must be None, {LATEST!r} or {BEST!r}, got {which!r}")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
+    if which is None and os.path.exists(os.path.join(directory, "config.json")):
+        return directory
+    candidates = [which] if which else [BEST, LATEST]
+    for name in candidates:
+        for folder in (name, f"{name}.old"):  # .old: a crash between the two renames of save()
+            path = os.path.join(directory, folder)
+            if os.path.isdir(path):
+                return path
+    raise FileNotFoundError(f"no {' or '.join(repr(c) for c in candidates)} checkpoint in {directory}")
+
+
+def read_config(directory, which: Optional[str] = None) -> Dict[str, Any]:
+    """The config stored with a checkpoint (see :func:`checkpoint_path` for the arguments)."""
+    return _read_json(os.path.join(checkpoint_path(directory, which), "config.json"))
+
+
+def read_meta(directory, which: Optional[str] = None) -> Dict[str, Any]:
+    """The ``meta.json`` of a checkpoint: ``step``, ``format``, ``metrics``."""
+    return _read_json(os.path.join(checkpoint_path(directory, which), "meta.json"))
+
+
+def load_arrays(directory, which: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """The extra arrays saved with ``save(..., arrays=...)`` (``{}`` if none)."""
+    path = os.path.join(checkpoint_path(directory, which), "arrays.npz")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError) as e:
+        raise CheckpointError(f"could not read {path} (corrupt?): {e}") from e
+
+
+def _flatten(config, prefix=""):
+    out = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(stored: Mapping, requested: Mapping,
+                       ignore: Tuple[str, ...] = RESUME_MAY_CHANGE) -> Dict[str, Tuple[Any, Any]]:
+    """``{dotted key: (stored, requested)}`` for every differing key not in ``ignore``
+    (compared after a JSON round trip, so tuples equal lists)."""
+    a = _flatten(json.loads(json.dumps(_jsonable(stored))))
+    b = _flatten(json.loads(json.dumps(_jsonable(requested))))
+    missing = object()
+    diffs = {}
+    for key in sorted(set(a) | set(b)):
+        if key in ignore:
+            continue
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb:
+            diffs[key] = (None if va is missing else va, None if vb is missing else vb)
+    return diffs
+
+
+def _check_same_structure(path, template, restored):
+    t_leaves, t_def = jax.tree_util.tree_flatten(template)
+    r_leaves, r_def = jax.tree_util.tree_flatten(restored)
+    if t_def != r_def:
+        raise CheckpointError(f"the checkpoint at {path} has a different structure than expected "
+                              f"(another model or optimiser?):\n  stored:   {r_def}\n  expected: {t_def}")
+    for i, (t, r) in enumerate(zip(t_leaves, r_leaves)):
+        if tuple(_shape(t)) != tuple(_shape(r)):
+            raise CheckpointError(f"the checkpoint at {path} has an array of shape {tuple(_shape(r))} where "
+                                  f"{tuple(_shape(t))} is expected (leaf {i}); another model size?")
+
+
+def _shape(x):
+    return x.shape if hasattr(x, "shape") else np.shape(x)
+
+
+def _dtype(x):
+    return x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+
+
+def restore(directory, template, *, config: Optional[Mapping[str, Any]] = None,
+            which: Optional[str] = LATEST) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
+    """Restore a :class:`mrijax.train.TrainState` exactly (params, optimiser state, step, RNG).
+
+    Args:
+      directory: the run directory (or a checkpoint folder).
+      template: a state of the same structure (e.g. a fresh ``create_train_state``, or
+        its ``jax.eval_shape``, which costs nothing), which fixes the pytree types (optax
+        named tuples), shapes and dtypes of the result.
+      config: the config of the run being resumed; if given it must equal the stored one
+        except for :data:`RESUME_MAY_CHANGE` keys.
+      which: ``"latest"`` (default), ``"best"`` or ``None`` (see :func:`checkpoint_path`).
+
+    Returns:
+      ``(state, stored_config, meta)``.
+
+    Raises:
+      FileNotFoundError: no checkpoint at ``directory``.
+      ConfigMismatchError: ``config`` differs from the stored one (lists the keys).
+      CheckpointError: a corrupt checkpoint, one without optimiser state, or one whose
+        arrays do not fit ``template``.
+    """
+    path = checkpoint_path(directory, which)
+    stored = _read_json(os.path.join(path, "config.json"))
+    meta = _read_json(os.path.join(path, "meta.json"))
+    if config is not None:
+        diffs = config_differences(stored, config)
+        if diffs:
+            lines = "\n".join(f"  {k}: stored {a!r}, requested {b!r}" for k, a, b in
+                              ((k, *v) for k, v in diffs.items()))
+            raise ConfigMismatchError(
+                f"cannot resume from {path}: its config differs from this run's:\n{lines}\n"
+                "Use another checkpoint directory, or the stored settings.")
+    if not meta.get("has_train_state", False):
+        raise CheckpointError(f"the checkpoint at {path} holds parameters only (no optimiser state); "
+                              "it can be loaded with load_model but not resumed")
+    params = _orbax_restore(os.path.join(path, "params"))
+    rest = _orbax_restore(os.path.join(path, "train_state"))
+    if not isinstance(rest, Mapping) or not {"opt_state", "step", "rng"} <= set(rest):
+        raise CheckpointError(f"the train state at {path} lacks opt_state/step/rng (corrupt checkpoint)")
+    try:
+        params = serialization.from_state_dict(template.params, params)
+        opt_state = serialization.from_state_dict(template.opt_state, rest["opt_state"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"the checkpoint at {path} does not fit this model/optimiser: {e}") from e
+    _check_same_structure(path, template.params, params)
+    _check_same_structure(path, template.opt_state, opt_state)
+
+    def like(t, r):
+        return jax.numpy.asarray(np.asarray(r).astype(_dtype(t)))
+
+    state = template.replace(
+        params=jax.tree_util.tree_map(like, template.params, params),
+        opt_state=jax.tree_util.tree_map(like, template.opt_state, opt_state),
+        step=like(template.step, rest["step"]), rng=like(template.rng, rest["rng"]))
+    if int(state.step) != int(meta.get("step", -1)):
+        raise CheckpointError(f"the checkpoint at {path} is inconsistent: meta.json says step "
+                              f"{meta.get('step')}, the train state says {int(state.step)}")
+    return state, stored, meta
+
+
+def load_params(directory, which: Optional[str] = None):
+    """The parameters of a checkpoint as a pytree of JAX arrays (nested dicts)."""
+    path = checkpoint_path(directory, which)
+    params = _orbax_restore(os.path.join(path, "params"))
+    return jax.tree_util.tree_map(jax.numpy.asarray, params)
+
+
+def load_model(directory, which: Optional[str] = None):
+    """Rebuild a trained model from its checkpoint: ``(model, params, config)``.
+
+    The model class and its keyword arguments come from the stored config; the parameters
+    are restored as JAX arrays on the default device (CPU-only machines work).
+
+    Args:
+      directory: a run directory (``best`` preferred, else ``latest``) or a checkpoint folder.
+      which: ``"latest"``, ``"best"`` or ``None``.
+
+    Raises:
+      FileNotFoundError: no checkpoint at ``directory``.
+      CheckpointError: corrupt checkpoint, unknown model class, or parameters that do not
+        fit the rebuilt model.
+
+    Example::
+
+      model, params, config = mrijax.checkpoint.load_model("checkpoints/cascade_gaussian33")
+      x = model.apply(params, x_zf, k0, mask)
+    """
+    path = checkpoint_path(directory, which)
+    config = _read_json(os.path.join(path, "config.json"))
+    model = build_model(config)
+    params = load_params(path)
+    _check_params_fit(path, model, params, config)
+    return model, params, config
+
+
+def _check_params_fit(path, model, params, config):
+    """Compare shapes with ``model.init`` traced abstractly (no compute) when the config says
+    how to build inputs (``config["data"]["size"]``); otherwise trust the checkpoint."""
+    size = (config.get("data") or {}).get("size")
+    if not size:
+        return
+    import jax.numpy as jnp
+    try:
+        if type(model).__name__ == "Automap":
+            shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, model.m), jnp.complex64)))
+        else:
+            x = jnp.zeros((1, size, size), jnp.complex64)
+            shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, x, jnp.ones((size, size), bool)))
+    except Exception:  # a custom model with another call signature: nothing to compare against
+        return
+    _check_same_structure(path, shapes, params)
