@@ -1001,3 +1001,27 @@ def make(kind: str, shape: Sequence[int], /, **kw) -> np.ndarray:
     if kind not in _FUNCTIONS:
         raise ValueError(f"unknown mask kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     return _FUNCTIONS[kind](shape, **kw)
+
+
+def for_acceleration(kind: str, shape: Sequence[int], acceleration: float, seed: int = 0, *,
+                     sample_n: int | None = None, center_fraction: float | None = None) -> np.ndarray:
+    """The mask of ``kind`` for one acceleration ``R``: the translation experiment flags use.
+
+    Line and Poisson-disc kinds take ``R`` directly (``sample_n`` goes to ``gaussian_lines``,
+    ``center_fraction`` to the fastMRI-style line kinds, each only where given);
+    ``variable_density_2d`` gets ``rate = 1 / R``; ``radial`` the fewest golden-angle
+    spokes whose mask samples at least ``1 / R`` of k-space (radial masks take no seed).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown mask kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    shape = tuple(int(s) for s in shape)
+    if kind == "variable_density_2d":
+        return make(kind, shape, rate=1.0 / acceleration, seed=seed)
+    if kind == "radial":
+        return nested("radial", shape, [1.0 / acceleration])[0]
+    kw = {"acceleration": acceleration, "seed": seed}
+    if kind == "gaussian_lines" and sample_n is not None:
+        kw["sample_n"] = sample_n
+    if kind in ("random_lines", "equispaced_lines", "exact_count_lines") and center_fraction is not None:
+        kw["center_fraction"] = center_fraction
+    return make(kind, shape, **kw)
