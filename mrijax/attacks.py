@@ -207,33 +207,49 @@ def _one_step(recon, cfg: _Config, t, prob: Problems, r, v, active, diverged, st
     return r, v, go, new_diverged, stopped_at, m
 
 
-def _advance(recon, cfg: _Config, n: int, state: AttackState, prob: Problems) -> AttackState:
-    """``n`` iterations for all problems (one compiled scan)."""
+def _iteration(recon, cfg: _Config, prob: Problems, state: AttackState) -> AttackState:
+    """One iteration of Algorithm 1 for all problems (the problems are vmapped)."""
     step = jax.vmap(functools.partial(_one_step, recon, cfg), in_axes=(None, 0, 0, 0, 0, 0, 0))
     snap_counts = jnp.asarray(cfg.snapshots, jnp.int32).reshape(-1, 1)
+    t = state.t
+    r, v, active, diverged, stopped_at, m = step(t, prob, state.r, state.v, state.active,
+                                                 state.diverged, state.stopped_at)
+    row = jnp.minimum(t, cfg.steps - 1)
+    hist = {k: state.history[k].at[row].set(
+        jnp.where(state.active, m[k].astype(state.history[k].dtype), state.history[k][row]))
+        for k in HISTORY_KEYS}
+    t1 = t + 1
+    active = active & (t1 < cfg.steps)  # stopped_at starts at `steps`: nothing to record
+    # r after t1 updates is r_{t1}: keep it for every snapshot count equal to t1.
+    take = (snap_counts == t1) & state.active[None, :]
+    snaps = jnp.where(take[..., None, None], r[None], state.snapshots)
+    return AttackState(r, v, t1, active, diverged, stopped_at, snaps, hist)
 
-    def body(state: AttackState, _):
-        t = state.t
-        r, v, active, diverged, stopped_at, m = step(t, prob, state.r, state.v, state.active,
-                                                     state.diverged, state.stopped_at)
-        row = jnp.minimum(t, cfg.steps - 1)
-        hist = {k: state.history[k].at[row].set(
-            jnp.where(state.active, m[k].astype(state.history[k].dtype), state.history[k][row]))
-            for k in HISTORY_KEYS}
-        t1 = t + 1
-        active = active & (t1 < cfg.steps)  # stopped_at starts at `steps`: nothing to record
-        # r after t1 updates is r_{t1}: keep it for every snapshot count equal to t1.
-        take = (snap_counts == t1) & state.active[None, :]
-        snaps = jnp.where(take[..., None, None], r[None], state.snapshots)
-        return AttackState(r, v, t1, active, diverged, stopped_at, snaps, hist), None
 
+def _advance(recon, cfg: _Config, n: int, state: AttackState, prob: Problems) -> AttackState:
+    """``n`` iterations for all problems in one compiled ``lax.scan`` (accelerators)."""
+    body = lambda s, _: (_iteration(recon, cfg, prob, s), None)
     state, _ = jax.lax.scan(body, state, None, length=n)
     return state
+
+
+def _unrolled_on_host() -> bool:
+    # XLA:CPU runs the convolutions of a network about 3x slower inside a rolled loop
+    # (lax.scan / while_loop) than in a program that is one iteration: there the host
+    # loop of one compiled iteration wins, and its dispatch cost (~0.1 ms) is nothing next
+    # to an iteration of a network.  Accelerators keep the rolled chunk (no per-iteration
+    # launch, and the loop body is compiled as well as a lone step).
+    return jax.default_backend() == "cpu"
 
 
 @functools.lru_cache(maxsize=64)
 def _compiled_advance(recon, cfg: _Config, n: int):
     return jax.jit(functools.partial(_advance, recon, cfg, n))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_iteration(recon, cfg: _Config):
+    return jax.jit(lambda state, prob: _iteration(recon, cfg, prob, state))
 
 
 @functools.lru_cache(maxsize=64)
@@ -456,7 +472,12 @@ def run(recon: ReconFn, cfg: _Config, prob: Problems, state: AttackState, *, chu
     done = int(state.t)
     while done < cfg.steps and bool(jnp.any(state.active)):
         k = min(chunk, cfg.steps - done)
-        state = _compiled_advance(recon, cfg, k)(state, prob)
+        if _unrolled_on_host():
+            one = _compiled_iteration(recon, cfg)
+            for _ in range(k):
+                state = one(state, prob)
+        else:
+            state = _compiled_advance(recon, cfg, k)(state, prob)
         done += k
         if callback is not None:
             callback(_unpad_state(state, n))

@@ -1,0 +1,425 @@
+"""The main job: worst-case perturbations of a reconstruction map (Antun et al., PNAS 2020).
+
+For each image ``x`` it runs the batched search of :func:`mrijax.attacks.worst_case` on
+the chosen model and writes into ``--out_dir``:
+
+* ``perturbations_image{i}.png``: Antun Fig. 1 layout.  Columns: the clean case and
+  ``|x + r_j|`` for each snapshot ``r_j``; rows: the perturbed image, the network's
+  reconstruction from ``A(x + r_j)`` and (``--compare_cs``) the compressed-sensing one.
+* ``perturbations_rescaled_image{i}.png``: ``|r_j|`` rescaled to one range (Fig. 8 style).
+* ``history.png``: output change, ``||r||`` and their ratio against the iteration.
+* ``results.json``: every norm, PSNR/SSIM per snapshot, the Gaussian-noise baseline of the
+  same norms, the linearised gain (``--lipschitz_iters``), the model and all flags.
+* ``arrays.npz``: images, perturbations, snapshots, reconstructions and histories.
+
+Progress is printed after every ``--chunk`` iterations and the search state is saved
+then (``state_batch{j}.npz``); finished batches are kept as ``batch{j}.npz``.
+``--resume`` continues an interrupted run from there, redoing nothing that was finished.
+
+Example (the README's first command; the shipped checkpoint on the embedded phantom)::
+
+    python -m experiments.worst_case --out_dir=runs/worst_case
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from absl import flags
+
+from experiments import common
+
+MODEL_HELP = ("A checkpoint folder (experiments.train_cascade / train_automap), 'deepmri_npz' "
+              "(the published D5-C5, with --weights) or 'cs' (compressed sensing).")
+
+
+def define_flags() -> flags.FlagValues:
+    from mrijax import masks
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("out_dir", None, "Folder for all outputs (created).", **d)
+    flags.DEFINE_string("model", common.DEFAULT_CHECKPOINT, MODEL_HELP, **d)
+    flags.DEFINE_string("weights", None, "Path of d5_c5.npz for --model=deepmri_npz.", **d)
+    flags.DEFINE_bool("flip_filters", False, "Load the published weights as convolutions (Lasagne CPU).", **d)
+    flags.DEFINE_string("images", "shepp_logan",
+                        "Images: shepp_logan, ellipses, mni[:axial], or a .npy/.npz/.mat/.h5/.nii/DICOM path "
+                        "(mrijax.data.images.load_images).", **d)
+    flags.DEFINE_integer("num_images", 1, "How many images to attack.", lower_bound=1, **d)
+    flags.DEFINE_integer("size", 128, "Image side (images are cropped/resized to it).", lower_bound=8, **d)
+    flags.DEFINE_enum("mask", "gaussian_lines", list(masks.KINDS), "Sampling mask kind.", **d)
+    flags.DEFINE_float("acceleration", 3.0, "Acceleration R (sampling rate about 1/R).", lower_bound=1.0, **d)
+    flags.DEFINE_integer("sample_n", 8, "Always-sampled centre lines (gaussian_lines).", lower_bound=0, **d)
+    flags.DEFINE_integer("mask_seed", 0, "Seed of the mask.", lower_bound=0, **d)
+    flags.DEFINE_integer("steps", 100, "Iterations of the search (M).", lower_bound=1, **d)
+    flags.DEFINE_float("lam", None, "Penalty lam on ||r||^2 (default 1e-3; 0 with --radius).", **d)
+    flags.DEFINE_float("momentum", 0.9, "Momentum gamma.", lower_bound=0.0, **d)
+    flags.DEFINE_float("lr", None, "Step eta (default 1e-2; radius/20 with --radius).", **d)
+    flags.DEFINE_float("tau", 1e-2, "Scale of the uniform random start.", lower_bound=0.0, **d)
+    flags.DEFINE_float("radius", 0.02, "l2 radius of r (see --radius_relative_to); <= 0 for the "
+                       "unconstrained Algorithm 1 with lam.", **d)
+    flags.DEFINE_enum("radius_relative_to", "x", ["absolute", "x", "measurements"],
+                      "Radius in absolute units, or times ||x|| or ||A x||.", **d)
+    flags.DEFINE_enum("schedule", None, ["constant", "cosine"],
+                      "Step schedule (default: cosine with --radius, constant without).", **d)
+    flags.DEFINE_list("snapshots", [], "Iteration counts whose r to keep (default steps/3, 2 steps/3, steps).",
+                      **d)
+    flags.DEFINE_string("target", "prediction", "'prediction' (p = f(Ax)), 'truth' (p = x) or a .npy image "
+                        "to pull the reconstruction towards.", **d)
+    flags.DEFINE_enum("domain", "image", ["image", "measurement"], "Where r lives.", **d)
+    flags.DEFINE_bool("real", False, "Real-valued perturbations only (image domain).", **d)
+    flags.DEFINE_list("region", [], "Zone of the output that counts: row0,col0,row1,col1 as fractions of "
+                      "the image side (a box), e.g. 0.3,0.3,0.5,0.5.", **d)
+    flags.DEFINE_integer("batch", 4, "Images attacked at once (one compiled call).", lower_bound=1, **d)
+    flags.DEFINE_integer("starts", 1, "Random starts per image (copies with their own keys; the best is "
+                         "reported).", lower_bound=1, **d)
+    flags.DEFINE_integer("seed", 0, "Seed of the random starts and of the noise baseline.", lower_bound=0, **d)
+    flags.DEFINE_integer("chunk", 25, "Iterations per compiled call between progress lines / saves.",
+                         lower_bound=1, **d)
+    flags.DEFINE_integer("noise_draws", 8, "Gaussian perturbations per norm for the baseline (0: none).",
+                         lower_bound=0, **d)
+    flags.DEFINE_integer("lipschitz_iters", 0, "Power iterations for the linearised gain (0: skip).",
+                         lower_bound=0, **d)
+    flags.DEFINE_bool("compare_cs", True, "Add the compressed-sensing reconstruction row.", **d)
+    flags.DEFINE_integer("cs_iters", None, "CS iterations (default: mrijax.cs default).", **d)
+    flags.DEFINE_integer("max_figures", 4, "Per-image figures for at most this many images.", lower_bound=0, **d)
+    flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out_dir.", **d)
+    flags.mark_flag_as_required("out_dir", flag_values=fv)
+    return fv
+
+
+# Flags that do not change the numbers: a resumed run may differ in them.
+_NOT_NUMERIC = {"resume", "max_figures", "chunk", "out_dir"}
+
+
+def _region(spec, size):
+    if not spec:
+        return None
+    try:
+        r0, c0, r1, c1 = (float(v) for v in spec)
+    except ValueError as e:
+        raise ValueError(f"--region must be four fractions row0,col0,row1,col1, got {spec}") from e
+    if not (0 <= r0 < r1 <= 1 and 0 <= c0 < c1 <= 1):
+        raise ValueError(f"--region needs 0 <= row0 < row1 <= 1 and 0 <= col0 < col1 <= 1, got {spec}")
+    w = np.zeros((size, size), np.float32)
+    w[int(round(r0 * size)):max(int(round(r1 * size)), int(round(r0 * size)) + 1),
+      int(round(c0 * size)):max(int(round(c1 * size)), int(round(c0 * size)) + 1)] = 1.0
+    return w
+
+
+def _target(spec, size):
+    if spec in ("prediction", "truth"):
+        return spec
+    if not os.path.isfile(spec):
+        raise ValueError(f"--target must be 'prediction', 'truth' or a .npy image file, got {spec!r}")
+    t = np.load(spec, allow_pickle=False)
+    if t.shape[-2:] != (size, size):
+        raise ValueError(f"--target image {spec} has shape {t.shape}, expected (..., {size}, {size})")
+    return t
+
+
+def _snapshots(fv):
+    if fv.snapshots:
+        try:
+            snaps = sorted({int(s) for s in fv.snapshots})
+        except ValueError as e:
+            raise ValueError(f"--snapshots must be integers, got {fv.snapshots}") from e
+        if snaps[0] < 1 or snaps[-1] > fv.steps:
+            raise ValueError(f"--snapshots must lie in [1, steps={fv.steps}], got {snaps}")
+        return tuple(snaps)
+    s = fv.steps
+    return tuple(sorted({max(1, s // 3), max(1, (2 * s) // 3), s}))
+
+
+def _attack_kwargs(fv, snapshots, size):
+    radius = fv.radius if fv.radius is not None and fv.radius > 0 else None
+    return dict(steps=fv.steps, lam=fv.lam, momentum=fv.momentum, lr=fv.lr, tau=fv.tau,
+                target=_target(fv.target, size), domain=fv.domain, real=fv.real, radius=radius,
+                radius_relative_to=fv.radius_relative_to, region=_region(fv.region, size),
+                snapshots=snapshots, schedule=fv.schedule)
+
+
+def _state_to_npz(state):
+    out = {k: np.asarray(getattr(state, k)) for k in ("r", "v", "t", "active", "diverged", "stopped_at",
+                                                      "snapshots")}
+    out.update({f"history_{k}": np.asarray(v) for k, v in state.history.items()})
+    return out
+
+
+def _state_from_npz(arrays, template):
+    import jax.numpy as jnp
+    fields = {k: jnp.asarray(arrays[k]) for k in ("r", "v", "t", "active", "diverged", "stopped_at",
+                                                  "snapshots")}
+    hist = {k: jnp.asarray(arrays[f"history_{k}"]) for k in template.history}
+    new = template._replace(**fields, history=hist)
+    for name in ("r", "snapshots", "active"):
+        if getattr(new, name).shape != getattr(template, name).shape:
+            raise ValueError(f"saved search state does not fit this run ({name} shape "
+                             f"{getattr(new, name).shape} vs {getattr(template, name).shape})")
+    return new
+
+
+def _progress(j, n_batches, steps):
+    t0 = time.time()
+
+    def report(state):
+        t = int(state.t)
+        row = min(t, steps) - 1
+        q = np.asarray(state.history["Q"][row])
+        rn = np.asarray(state.history["r_rel"][row])
+        dn = np.asarray(state.history["diff_norm"][row])
+        done = int(np.sum(~np.asarray(state.active)))
+        print(f"[batch {j + 1}/{n_batches}] iter {t}/{steps}  Q {np.nanmax(q):.4g}  "
+              f"||r||/||x|| {np.nanmax(rn):.4f}  ||f(y+Ar)-f(y)|| {np.nanmax(dn):.4g}  "
+              f"finished {done}/{q.size}  {time.time() - t0:.1f}s", flush=True)
+    return report
+
+
+def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key):
+    """Attack one batch of images (with its random starts); returns a dict of NumPy arrays."""
+    import jax
+    from mrijax import attacks, metrics
+
+    state_path = os.path.join(fv.out_dir, f"state_batch{j}.npz")
+    starts = fv.starts
+    xs = np.repeat(xb[:, None], starts, axis=1)                    # (B, starts, H, W)
+    cfg, prob, state, bshape = attacks.setup(recon, xs, mask, key=key, **kwargs)
+    if fv.resume and os.path.exists(state_path):
+        state = _state_from_npz(common.load_npz(state_path), state)
+        print(f"[batch {j + 1}/{n_batches}] resuming at iteration {int(state.t)}", flush=True)
+    report = _progress(j, n_batches, fv.steps)
+
+    def save_and_report(s):
+        common.save_npz(state_path, **_state_to_npz(s))
+        report(s)
+    state = attacks.run(recon, cfg, prob, state, chunk=fv.chunk, callback=save_and_report)
+    res = attacks.result_from_state(cfg, state, prob, bshape)
+
+    # Pick the best start per image: the largest output change at the final r.
+    snaps = np.asarray(res.snapshots)                               # (S, B, starts, H, W)
+    ev_all = attacks.evaluate(recon, xs, mask, res.r, domain=fv.domain)
+    best = np.argmax(np.asarray(ev_all["diff_norm"]), axis=1)       # (B,)
+    pick = lambda a, axis: np.take_along_axis(
+        a, best.reshape((1,) * axis + (-1, 1) + (1,) * (a.ndim - axis - 2)), axis=axis + 1).squeeze(axis + 1)
+    r = pick(np.asarray(res.r), 0)
+    snaps = pick(snaps, 1)
+    hist = {k: pick(np.asarray(v), 1) for k, v in res.history.items()}
+
+    ev = attacks.evaluate(recon, xb, mask, snaps, domain=fv.domain)  # (S, B, ...)
+    ref = np.abs(xb + snaps) if fv.domain == "image" else np.abs(np.broadcast_to(xb, snaps.shape))
+    out = dict(x=xb, r=r, snapshots=snaps, clean=np.asarray(ev["clean"][0]), perturbed=np.asarray(ev["perturbed"]),
+               r_norm=np.asarray(ev["r_norm"]), Ar_norm=np.asarray(ev["Ar_norm"]),
+               diff_norm=np.asarray(ev["diff_norm"]), psnr_clean=np.asarray(ev["psnr_clean"][0]),
+               psnr_perturbed=np.asarray(ev["psnr_perturbed"]), psnr_drop=np.asarray(ev["psnr_drop"]),
+               ssim_clean=np.asarray(metrics.ssim(np.abs(ev["clean"][0]), np.abs(xb))),
+               ssim_perturbed=np.asarray(metrics.ssim(np.abs(ev["perturbed"]), ref)),
+               stopped_at=pick(np.asarray(res.stopped_at), 0), diverged=pick(np.asarray(res.diverged), 0),
+               radius=pick(np.asarray(res.radius), 0), best_start=best,
+               start_diff_norm=np.asarray(ev_all["diff_norm"]),
+               **{f"history_{k}": v for k, v in hist.items()})
+    if cs_recon is not None:
+        evc = attacks.evaluate(cs_recon, xb, mask, snaps, domain=fv.domain)
+        out.update(cs_clean=np.asarray(evc["clean"][0]), cs_perturbed=np.asarray(evc["perturbed"]),
+                   cs_psnr_clean=np.asarray(evc["psnr_clean"][0]), cs_psnr_perturbed=np.asarray(evc["psnr_perturbed"]),
+                   cs_psnr_drop=np.asarray(evc["psnr_drop"]), cs_diff_norm=np.asarray(evc["diff_norm"]))
+    if fv.noise_draws > 0:
+        norms = np.moveaxis(np.asarray(ev["r_norm"]), 0, -1)           # (B, S)
+        nb = attacks.noise_baseline(recon, xb, mask, norms, fv.noise_draws,
+                                    jax.random.fold_in(jax.random.key(fv.seed), 10_000 + j),
+                                    domain=fv.domain, real=fv.real)
+        out.update(noise_diff_norm=np.asarray(nb["diff_norm"]), noise_psnr_drop=np.asarray(nb["psnr_drop"]))
+    if fv.lipschitz_iters > 0:
+        ll = attacks.local_lipschitz(recon, xb, mask, fv.lipschitz_iters,
+                                     jax.random.fold_in(jax.random.key(fv.seed), 20_000 + j))
+        out.update(lipschitz_gain=np.asarray(ll["gain"]))
+    return out
+
+
+def _figures(fv, arrays, snapshots, has_cs):
+    plt = common.pyplot()
+    n = arrays["x"].shape[0]
+    for i in range(min(n, fv.max_figures)):
+        x = arrays["x"][i]
+        cols = [("clean", np.zeros_like(x), arrays["clean"][i], arrays["psnr_clean"][i],
+                 arrays["cs_clean"][i] if has_cs else None, arrays["cs_psnr_clean"][i] if has_cs else None)]
+        for s, count in enumerate(snapshots):
+            cols.append((f"r after {count} it.", arrays["snapshots"][s, i], arrays["perturbed"][s, i],
+                         arrays["psnr_perturbed"][s, i], arrays["cs_perturbed"][s, i] if has_cs else None,
+                         arrays["cs_psnr_perturbed"][s, i] if has_cs else None))
+        rows = 3 if has_cs else 2
+        fig, axes = plt.subplots(rows, len(cols), figsize=(2.6 * len(cols), 2.7 * rows), squeeze=False)
+        xn = np.linalg.norm(x)
+        vmax = float(np.abs(x).max())
+        for c, (name, r, rec, ps, cs_rec, cs_ps) in enumerate(cols):
+            rel = np.linalg.norm(r) / xn
+            panels = [(np.abs(x + r), f"|x + r|  {name}\n||r||/||x|| = {rel:.4f}"),
+                      (np.abs(rec), f"network  PSNR {ps:.2f} dB")]
+            if has_cs:
+                panels.append((np.abs(cs_rec), f"CS  PSNR {cs_ps:.2f} dB"))
+            for rr, (img, title) in enumerate(panels):
+                ax = axes[rr, c]
+                ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
+                ax.set_title(title, fontsize=8)
+                ax.set_axis_off()
+        fig.suptitle(f"Worst-case perturbations, image {i} (PSNR against |x + r|)", fontsize=10)
+        common.save_figure(os.path.join(fv.out_dir, f"perturbations_image{i}.png"), fig)
+
+        fig, axes = plt.subplots(1, len(snapshots), figsize=(2.6 * len(snapshots), 2.8), squeeze=False)
+        mags = [np.abs(arrays["snapshots"][s, i]) for s in range(len(snapshots))]
+        top = max(float(m.max()) for m in mags) or 1.0
+        for s, count in enumerate(snapshots):
+            ax = axes[0, s]
+            ax.imshow(mags[s] / top, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"|r| after {count} it. (x{1 / top:.3g})", fontsize=8)
+            ax.set_axis_off()
+        common.save_figure(os.path.join(fv.out_dir, f"perturbations_rescaled_image{i}.png"), fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    it = np.arange(arrays["history_diff_norm"].shape[1])
+    for i in range(n):
+        axes[0].plot(it, arrays["history_diff_norm"][i], lw=1)
+        axes[1].plot(it, arrays["history_r_rel"][i], lw=1)
+        axes[2].plot(it, arrays["history_ratio"][i], lw=1)
+    for ax, t in zip(axes, ("||f(y + A r) - f(y)||", "||r|| / ||x||", "||f(y + A r) - f(y)|| / ||A r||")):
+        ax.set_title(t, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    common.save_figure(os.path.join(fv.out_dir, "history.png"), fig)
+
+
+def _summary(arrays, snapshots, has_cs):
+    n = arrays["x"].shape[0]
+    per_image = []
+    for i in range(n):
+        xn = float(np.linalg.norm(arrays["x"][i]))
+        snaps = []
+        for s, count in enumerate(snapshots):
+            e = {"iterations": count, "r_norm": arrays["r_norm"][s, i], "r_rel": arrays["r_norm"][s, i] / xn,
+                 "Ar_norm": arrays["Ar_norm"][s, i], "diff_norm": arrays["diff_norm"][s, i],
+                 "gain": arrays["diff_norm"][s, i] / arrays["Ar_norm"][s, i],
+                 "psnr_perturbed": arrays["psnr_perturbed"][s, i], "psnr_drop": arrays["psnr_drop"][s, i],
+                 "ssim_perturbed": arrays["ssim_perturbed"][s, i]}
+            if has_cs:
+                e.update(cs_psnr_perturbed=arrays["cs_psnr_perturbed"][s, i],
+                         cs_psnr_drop=arrays["cs_psnr_drop"][s, i], cs_diff_norm=arrays["cs_diff_norm"][s, i])
+            if "noise_psnr_drop" in arrays:
+                e.update(noise_psnr_drop_mean=arrays["noise_psnr_drop"][i, s].mean(),
+                         noise_psnr_drop_max=arrays["noise_psnr_drop"][i, s].max(),
+                         noise_diff_norm_mean=arrays["noise_diff_norm"][i, s].mean(),
+                         noise_diff_norm_max=arrays["noise_diff_norm"][i, s].max())
+            snaps.append(e)
+        entry = {"index": i, "x_norm": xn, "psnr_clean": arrays["psnr_clean"][i],
+                 "ssim_clean": arrays["ssim_clean"][i], "stopped_at": arrays["stopped_at"][i],
+                 "diverged": arrays["diverged"][i], "radius": arrays["radius"][i],
+                 "best_start": arrays["best_start"][i], "snapshots": snaps}
+        if has_cs:
+            entry.update(cs_psnr_clean=arrays["cs_psnr_clean"][i])
+        if "lipschitz_gain" in arrays:
+            entry.update(lipschitz_gain=arrays["lipschitz_gain"][i])
+        per_image.append(entry)
+    last = [im["snapshots"][-1] for im in per_image]
+    summary = {"mean_psnr_clean": float(np.mean(arrays["psnr_clean"])),
+               "mean_psnr_drop_final": float(np.mean([e["psnr_drop"] for e in last])),
+               "max_psnr_drop_final": float(np.max([e["psnr_drop"] for e in last]))}
+    if "noise_psnr_drop" in arrays:
+        summary["mean_noise_psnr_drop_final"] = float(np.mean([e["noise_psnr_drop_mean"] for e in last]))
+    if has_cs:
+        summary["mean_cs_psnr_drop_final"] = float(np.mean([e["cs_psnr_drop"] for e in last]))
+    return per_image, summary
+
+
+def run(fv) -> dict:
+    """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
+    import jax
+    from mrijax import masks
+    from mrijax.data.images import load_images
+
+    # Everything that can be wrong with the flags fails here, before any long computation.
+    size = fv.size
+    snapshots = _snapshots(fv)
+    kwargs = _attack_kwargs(fv, snapshots, size)
+    mask = masks.for_acceleration(fv.mask, (size, size), fv.acceleration, fv.mask_seed, sample_n=fv.sample_n)
+    images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
+    recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
+                                                   flip_filters=fv.flip_filters, cs_iters=fv.cs_iters)
+    cs_recon = None
+    if fv.compare_cs and fv.model != "cs":
+        cs_recon, _ = common.load_reconstruction("cs", mask, cs_iters=fv.cs_iters)
+
+    os.makedirs(fv.out_dir, exist_ok=True)
+    cfg_path = os.path.join(fv.out_dir, "run_config.json")
+    numeric = {k: v for k, v in common.flag_dict(fv).items() if k not in _NOT_NUMERIC}
+    if os.path.exists(cfg_path):
+        import json
+        with open(cfg_path) as f:
+            stored = json.load(f)
+        if not fv.resume:
+            raise FileExistsError(f"{fv.out_dir} already holds a run; pass --resume to continue it or "
+                                  "choose another --out_dir")
+        diff = sorted(k for k in set(stored) | set(numeric) if stored.get(k) != common._jsonable(numeric.get(k)))
+        if diff:
+            raise ValueError(f"--resume with flags that differ from the stored run: {diff}")
+    else:
+        common.save_json(cfg_path, numeric)
+
+    n = images.shape[0]
+    batches = [images[i:i + fv.batch] for i in range(0, n, fv.batch)]
+    t0 = time.time()
+    parts = []
+    for j, xb in enumerate(batches):
+        done_path = os.path.join(fv.out_dir, f"batch{j}.npz")
+        if os.path.exists(done_path) and fv.resume:
+            print(f"[batch {j + 1}/{len(batches)}] already finished, loading it", flush=True)
+            parts.append(common.load_npz(done_path))
+            continue
+        key = jax.random.fold_in(jax.random.key(fv.seed), j)
+        part = _attack_batch(fv, j, len(batches), recon, cs_recon, xb, mask, kwargs, key)
+        common.save_npz(done_path, **part)
+        state_path = os.path.join(fv.out_dir, f"state_batch{j}.npz")
+        if os.path.exists(state_path):
+            os.remove(state_path)
+        parts.append(part)
+
+    # Per-image arrays have the image axis first, except the snapshot-major ones.
+    snap_major = {"snapshots", "perturbed", "r_norm", "Ar_norm", "diff_norm", "psnr_perturbed", "psnr_drop",
+                  "ssim_perturbed", "cs_perturbed", "cs_psnr_perturbed", "cs_psnr_drop", "cs_diff_norm"}
+    arrays = {k: np.concatenate([p[k] for p in parts], axis=1 if k in snap_major else 0) for k in parts[0]}
+    arrays["mask"] = mask
+    arrays["snapshot_iterations"] = np.asarray(snapshots)
+    has_cs = "cs_clean" in arrays
+    per_image, summary = _summary(arrays, snapshots, has_cs)
+    results = {"model": model_info, "flags": common.flag_dict(fv), "sampling_rate": float(mask.mean()),
+               "snapshot_iterations": list(snapshots), "images": per_image, "summary": summary,
+               "seconds": time.time() - t0,
+               "definitions": {"psnr": "10 log10(max|ref|^2 / mean(|rec| - |ref|)^2); ref = x + r (image "
+                                       "domain) or x; clean: ref = x",
+                               "gain": "||f(A x + A r) - f(A x)|| / ||A r||"}}
+    common.save_npz(os.path.join(fv.out_dir, "arrays.npz"), **arrays)
+    common.save_json(os.path.join(fv.out_dir, "results.json"), results)
+    _figures(fv, arrays, snapshots, has_cs)
+    s = summary
+    print(f"done: {n} image(s); clean PSNR {s['mean_psnr_clean']:.2f} dB; worst-case PSNR drop "
+          f"{s['mean_psnr_drop_final']:.2f} dB (max {s['max_psnr_drop_final']:.2f})"
+          + (f"; Gaussian noise of the same norm {s['mean_noise_psnr_drop_final']:.2f} dB"
+             if "mean_noise_psnr_drop_final" in s else "")
+          + (f"; CS {s['mean_cs_psnr_drop_final']:.2f} dB" if has_cs else "")
+          + f".  Files in {fv.out_dir}", flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    fv = common.parse(define_flags, argv)
+    try:
+        run(fv)
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

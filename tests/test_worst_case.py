@@ -1,0 +1,111 @@
+"""The main job end to end: files, numbers equal to library calls, resume, bad flags."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import jax
+
+from experiments import common, worst_case
+from mrijax import attacks, masks, metrics
+
+TINY = ["--size=32", "--images=ellipses", "--steps=6", "--snapshots=2,4,6", "--chunk=3", "--radius=0.05"]
+
+
+def _run(out_dir, *extra):
+    return worst_case.main(["worst_case", f"--out_dir={out_dir}", *TINY, *extra])
+
+
+def test_writes_every_file_and_its_numbers_equal_library_calls(tmp_path):
+    out = tmp_path / "run"
+    assert _run(out, "--num_images=2", "--batch=2", "--noise_draws=3", "--cs_iters=5",
+                "--lipschitz_iters=3") == 0
+    for name in ("perturbations_image0.png", "perturbations_image1.png", "perturbations_rescaled_image0.png",
+                 "history.png", "results.json", "arrays.npz", "run_config.json", "batch0.npz"):
+        assert (out / name).is_file(), name
+    assert not (out / "state_batch0.npz").exists()  # the resume state goes once the batch is done
+    res = json.loads((out / "results.json").read_text())
+    arr = common.load_npz(str(out / "arrays.npz"))
+
+    mask = masks.for_acceleration("gaussian_lines", (32, 32), 3.0, 0, sample_n=8)
+    np.testing.assert_array_equal(arr["mask"], mask)
+    recon, _ = common.load_reconstruction(common.DEFAULT_CHECKPOINT, mask)
+    x = arr["x"]
+    snaps = arr["snapshots"]                                   # (S, B, H, W)
+    assert snaps.shape == (3, 2, 32, 32)
+    ev = attacks.evaluate(recon, x, mask, snaps)
+    np.testing.assert_allclose(arr["psnr_drop"], np.asarray(ev["psnr_drop"]), atol=1e-3)
+    np.testing.assert_allclose(arr["diff_norm"], np.asarray(ev["diff_norm"]), rtol=1e-4, atol=1e-6)
+    for i, image in enumerate(res["images"]):
+        xn = np.linalg.norm(x[i])
+        assert image["x_norm"] == pytest.approx(xn, rel=1e-5)
+        assert image["radius"] == pytest.approx(0.05 * xn, rel=1e-5)
+        assert image["psnr_clean"] == pytest.approx(float(metrics.psnr(np.abs(arr["clean"][i]), x[i])), abs=1e-3)
+        for s, snap in enumerate(image["snapshots"]):
+            rn = np.linalg.norm(snaps[s, i])
+            assert snap["r_norm"] == pytest.approx(rn, rel=1e-4)
+            assert rn <= 0.05 * xn * (1 + 1e-5)  # the projected search stays in the ball
+            assert snap["psnr_drop"] == pytest.approx(float(ev["psnr_drop"][s, i]), abs=1e-3)
+            # The noise baseline draws perturbations of exactly this norm.
+            assert len(arr["noise_psnr_drop"][i, s]) == 3
+    # The reported best start is the one with the largest output change.
+    np.testing.assert_array_equal(arr["best_start"], np.argmax(arr["start_diff_norm"], axis=1))
+    assert res["snapshot_iterations"] == [2, 4, 6]
+    assert "lipschitz_gain" in res["images"][0]
+    assert res["sampling_rate"] == pytest.approx(float(mask.mean()))
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path, monkeypatch):
+    flags = ["--num_images=2", "--batch=1", "--noise_draws=0", "--nocompare_cs"]
+    assert _run(tmp_path / "whole", *flags) == 0
+    whole = common.load_npz(str(tmp_path / "whole" / "arrays.npz"))
+
+    # Interrupt the second batch right after its first chunk was saved.
+    real_save = common.save_npz
+    saves = []
+
+    def save_then_stop(path, **arrays):
+        real_save(path, **arrays)
+        saves.append(os.path.basename(path))
+        if os.path.basename(path) == "state_batch1.npz":
+            raise KeyboardInterrupt
+    monkeypatch.setattr(common, "save_npz", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "cut", *flags)
+    monkeypatch.setattr(common, "save_npz", real_save)
+    assert (tmp_path / "cut" / "batch0.npz").exists()
+    state = common.load_npz(str(tmp_path / "cut" / "state_batch1.npz"))
+    assert int(state["t"]) == 3
+
+    # Resume: batch 0 is loaded, not recomputed; batch 1 goes on from iteration 3.
+    calls = []
+    real_attack = worst_case._attack_batch
+    monkeypatch.setattr(worst_case, "_attack_batch", lambda fv, j, *a: calls.append(j) or real_attack(fv, j, *a))
+    assert _run(tmp_path / "cut", *flags, "--resume") == 0
+    assert calls == [1]
+    resumed = common.load_npz(str(tmp_path / "cut" / "arrays.npz"))
+    for k in ("r", "snapshots", "perturbed", "history_diff_norm"):
+        np.testing.assert_allclose(resumed[k], whole[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--region=0.5,0.5,0.2,0.9"], "--region"),
+    (["--snapshots=0,3"], "--snapshots"),
+    (["--model=/nonexistent/folder"], "checkpoint"),
+    (["--model=deepmri_npz"], "--weights"),
+])
+def test_bad_flags_fail_fast_with_a_message(tmp_path, capsys, extra, message):
+    assert _run(tmp_path / "bad", *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "run_config.json").exists()
+
+
+def test_an_existing_run_needs_resume_and_the_same_flags(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    common.save_json(str(out / "run_config.json"), {"steps": 6})
+    assert _run(out, "--noise_draws=0", "--nocompare_cs") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert _run(out, "--noise_draws=0", "--nocompare_cs", "--resume") == 2
+    assert "differ" in capsys.readouterr().err
