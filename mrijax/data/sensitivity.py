@@ -19,7 +19,8 @@ is the SENSE combination relative to that phase (as with ESPIRiT's phase
 convention, which also is a choice).  Outside the object the maps are still
 normalised (they extrapolate the low-resolution image's phase), unless
 ``support_threshold`` zeroes them there.  Because ``sum_c |S_c|^2 = 1``, the
-data-consistency step with these maps is a projection (see :mod:`mrijax.dc`).
+data-consistency step with these maps leaves an image that agrees with the data
+unchanged (it is not a projection for several coils, see :mod:`mrijax.dc`).
 """
 
 from __future__ import annotations
