@@ -154,3 +154,95 @@ def load_reconstruction(model: str, mask, *, weights: str | None = None, flip_fi
     from mrijax.checkpoint import load_model
     net, params, config = load_model(model)
     return reconstruction_map(net, params, mask), {"model": model, "config": config.get("model")}
+
+
+# ----------------------------------------------------------------------------- shared flags
+
+MODEL_HELP = ("A checkpoint folder (experiments.train_cascade / train_automap), 'deepmri_npz' "
+              "(the published D5-C5, with --weights) or 'cs' (compressed sensing).")
+IMAGES_HELP = ("Images: shepp_logan, ellipses, mni[:axial|coronal|sagittal], or a .npy/.npz/.mat/.h5/.nii/"
+               "DICOM path (mrijax.data.images.load_images).")
+
+
+def define_out_flags(fv, *, resume: bool = True) -> None:
+    """``--out_dir`` (required) and, for resumable scripts, ``--resume``."""
+    from absl import flags
+    flags.DEFINE_string("out_dir", None, "Folder for all outputs (created).", flag_values=fv)
+    flags.mark_flag_as_required("out_dir", flag_values=fv)
+    if resume:
+        flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out_dir.", flag_values=fv)
+
+
+def define_model_flags(fv, *, model: str = DEFAULT_CHECKPOINT, cs_iters: bool = True) -> None:
+    """``--model``, ``--weights``, ``--flip_filters`` (and ``--cs_iters``) for :func:`load_reconstruction`."""
+    from absl import flags
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("model", model, MODEL_HELP, **d)
+    flags.DEFINE_string("weights", None, "Path of d5_c5.npz for --model=deepmri_npz.", **d)
+    flags.DEFINE_bool("flip_filters", False, "Load the published weights as convolutions (Lasagne CPU).", **d)
+    if cs_iters:
+        flags.DEFINE_integer("cs_iters", None, "CS iterations (default: mrijax.cs default).", **d)
+
+
+def define_image_flags(fv, *, images: str = "shepp_logan", num_images: int = 1, size: int = 128) -> None:
+    """``--images``, ``--num_images``, ``--size`` for :func:`mrijax.data.images.load_images`."""
+    from absl import flags
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("images", images, IMAGES_HELP, **d)
+    flags.DEFINE_integer("num_images", num_images, "How many images.", lower_bound=1, **d)
+    flags.DEFINE_integer("size", size, "Image side (images are cropped/resized to it).", lower_bound=8, **d)
+
+
+def define_mask_flags(fv, *, mask: str = "gaussian_lines", acceleration: float = 3.0, sample_n: int = 8,
+                      acceleration_flag: bool = True) -> None:
+    """``--mask``, ``--acceleration``, ``--sample_n``, ``--mask_seed`` for :func:`mask_from_flags`."""
+    from absl import flags
+    from mrijax import masks
+    d = dict(flag_values=fv)
+    flags.DEFINE_enum("mask", mask, list(masks.KINDS), "Sampling mask kind.", **d)
+    if acceleration_flag:
+        flags.DEFINE_float("acceleration", acceleration, "Acceleration R (sampling rate about 1/R).",
+                           lower_bound=1.0, **d)
+    flags.DEFINE_integer("sample_n", sample_n, "Always-sampled centre lines (gaussian_lines).", lower_bound=0, **d)
+    flags.DEFINE_integer("mask_seed", 0, "Seed of the mask.", lower_bound=0, **d)
+
+
+def mask_from_flags(fv):
+    """The ``(size, size)`` mask the mask flags describe (:func:`mrijax.masks.for_acceleration`)."""
+    from mrijax import masks
+    return masks.for_acceleration(fv.mask, (fv.size, fv.size), fv.acceleration, fv.mask_seed,
+                                  sample_n=fv.sample_n)
+
+
+def prepare_out_dir(fv, not_numeric=("resume", "out_dir")) -> None:
+    """Create ``--out_dir`` and store the flags; on ``--resume`` check they match the stored run.
+
+    Flags named in ``not_numeric`` (progress, figures, the folder itself) may differ on resume.
+    Raises ``FileExistsError`` when the folder holds a run and ``--resume`` was not given, and
+    ``ValueError`` naming the flags that differ from the stored run.
+    """
+    os.makedirs(fv.out_dir, exist_ok=True)
+    path = os.path.join(fv.out_dir, "run_config.json")
+    numeric = {k: v for k, v in flag_dict(fv).items() if k not in set(not_numeric)}
+    if not os.path.exists(path):
+        save_json(path, numeric)
+        return
+    with open(path) as f:
+        stored = json.load(f)
+    if not getattr(fv, "resume", False):
+        raise FileExistsError(f"{fv.out_dir} already holds a run; pass --resume to continue it or "
+                              "choose another --out_dir")
+    diff = sorted(k for k in set(stored) | set(numeric) if stored.get(k) != _jsonable(numeric.get(k)))
+    if diff:
+        raise ValueError(f"--resume with flags that differ from the stored run: {diff}")
+
+
+def main(define_flags: Callable, run: Callable, argv=None) -> int:
+    """Parse flags, call ``run(fv)``; a bad flag or input prints ``error: ...`` and returns 2."""
+    fv = parse(define_flags, argv)
+    try:
+        run(fv)
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

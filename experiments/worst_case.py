@@ -23,8 +23,6 @@ Example (the README's first command; the shipped checkpoint on the embedded phan
 
 from __future__ import annotations
 
-import glob
-import math
 import os
 import sys
 import time
@@ -34,27 +32,14 @@ from absl import flags
 
 from experiments import common
 
-MODEL_HELP = ("A checkpoint folder (experiments.train_cascade / train_automap), 'deepmri_npz' "
-              "(the published D5-C5, with --weights) or 'cs' (compressed sensing).")
-
 
 def define_flags() -> flags.FlagValues:
-    from mrijax import masks
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_string("out_dir", None, "Folder for all outputs (created).", **d)
-    flags.DEFINE_string("model", common.DEFAULT_CHECKPOINT, MODEL_HELP, **d)
-    flags.DEFINE_string("weights", None, "Path of d5_c5.npz for --model=deepmri_npz.", **d)
-    flags.DEFINE_bool("flip_filters", False, "Load the published weights as convolutions (Lasagne CPU).", **d)
-    flags.DEFINE_string("images", "shepp_logan",
-                        "Images: shepp_logan, ellipses, mni[:axial], or a .npy/.npz/.mat/.h5/.nii/DICOM path "
-                        "(mrijax.data.images.load_images).", **d)
-    flags.DEFINE_integer("num_images", 1, "How many images to attack.", lower_bound=1, **d)
-    flags.DEFINE_integer("size", 128, "Image side (images are cropped/resized to it).", lower_bound=8, **d)
-    flags.DEFINE_enum("mask", "gaussian_lines", list(masks.KINDS), "Sampling mask kind.", **d)
-    flags.DEFINE_float("acceleration", 3.0, "Acceleration R (sampling rate about 1/R).", lower_bound=1.0, **d)
-    flags.DEFINE_integer("sample_n", 8, "Always-sampled centre lines (gaussian_lines).", lower_bound=0, **d)
-    flags.DEFINE_integer("mask_seed", 0, "Seed of the mask.", lower_bound=0, **d)
+    common.define_out_flags(fv)
+    common.define_model_flags(fv)
+    common.define_image_flags(fv)
+    common.define_mask_flags(fv)
     flags.DEFINE_integer("steps", 100, "Iterations of the search (M).", lower_bound=1, **d)
     flags.DEFINE_float("lam", None, "Penalty lam on ||r||^2 (default 1e-3; 0 with --radius).", **d)
     flags.DEFINE_float("momentum", 0.9, "Momentum gamma.", lower_bound=0.0, **d)
@@ -85,10 +70,7 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("lipschitz_iters", 0, "Power iterations for the linearised gain (0: skip).",
                          lower_bound=0, **d)
     flags.DEFINE_bool("compare_cs", True, "Add the compressed-sensing reconstruction row.", **d)
-    flags.DEFINE_integer("cs_iters", None, "CS iterations (default: mrijax.cs default).", **d)
     flags.DEFINE_integer("max_figures", 4, "Per-image figures for at most this many images.", lower_bound=0, **d)
-    flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out_dir.", **d)
-    flags.mark_flag_as_required("out_dir", flag_values=fv)
     return fv
 
 
@@ -335,14 +317,13 @@ def _summary(arrays, snapshots, has_cs):
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
     import jax
-    from mrijax import masks
     from mrijax.data.images import load_images
 
     # Everything that can be wrong with the flags fails here, before any long computation.
     size = fv.size
     snapshots = _snapshots(fv)
     kwargs = _attack_kwargs(fv, snapshots, size)
-    mask = masks.for_acceleration(fv.mask, (size, size), fv.acceleration, fv.mask_seed, sample_n=fv.sample_n)
+    mask = common.mask_from_flags(fv)
     images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
                                                    flip_filters=fv.flip_filters, cs_iters=fv.cs_iters)
@@ -350,21 +331,7 @@ def run(fv) -> dict:
     if fv.compare_cs and fv.model != "cs":
         cs_recon, _ = common.load_reconstruction("cs", mask, cs_iters=fv.cs_iters)
 
-    os.makedirs(fv.out_dir, exist_ok=True)
-    cfg_path = os.path.join(fv.out_dir, "run_config.json")
-    numeric = {k: v for k, v in common.flag_dict(fv).items() if k not in _NOT_NUMERIC}
-    if os.path.exists(cfg_path):
-        import json
-        with open(cfg_path) as f:
-            stored = json.load(f)
-        if not fv.resume:
-            raise FileExistsError(f"{fv.out_dir} already holds a run; pass --resume to continue it or "
-                                  "choose another --out_dir")
-        diff = sorted(k for k in set(stored) | set(numeric) if stored.get(k) != common._jsonable(numeric.get(k)))
-        if diff:
-            raise ValueError(f"--resume with flags that differ from the stored run: {diff}")
-    else:
-        common.save_json(cfg_path, numeric)
+    common.prepare_out_dir(fv, _NOT_NUMERIC)
 
     n = images.shape[0]
     batches = [images[i:i + fv.batch] for i in range(0, n, fv.batch)]
@@ -412,13 +379,7 @@ def run(fv) -> dict:
 
 
 def main(argv=None) -> int:
-    fv = common.parse(define_flags, argv)
-    try:
-        run(fv)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return common.main(define_flags, run, argv)
 
 
 if __name__ == "__main__":
