@@ -18,7 +18,10 @@ the restored step on -- other changed flags are refused.
 Images (``--images``): comma-separated sources with optional ``:weight``: ``ellipses``
 (fresh random ellipses every draw), ``shepp_logan``, ``mni[:axial|:coronal|:sagittal]``
 (MNI152 template slices from nilearn's wheel) or a ``.npy``/``.npz``/``.mat``/NIfTI path
-(see ``mrijax.data.images.load_images``), e.g. ``ellipses:0.5,mni:coronal:0.25,mni:sagittal:0.25``.
+(see ``mrijax.data.images.load_images``), e.g. ``ellipses:0.5,mni:coronal:0.25,mni:sagittal:0.25``;
+``fastmri:FOLDER`` trains on the slices of a folder of fastMRI volumes, read lazily (single-coil:
+complex images with their measured phase; ``fastmri_magnitude:FOLDER`` for magnitudes), and
+``kspace:FILE.npy|.npz:KEY|.mat:KEY`` on the images of a fully sampled k-space array.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ def define_common_flags(fv: flags.FlagValues, *, loss: str, mask_mode: str, acti
     flags.DEFINE_string("ckpt_dir", None, "Output directory (checkpoints, metrics.json, PNG).", **d)
     flags.DEFINE_bool("resume", False, "Continue the run in --ckpt_dir (same flags; --steps may grow).", **d)
     # data
-    flags.DEFINE_string("images", "ellipses", "Training images: comma-separated sources with optional :weight.",
-                        **d)
+    flags.DEFINE_string("images", "ellipses",
+                        "Training images: comma-separated sources with optional :weight, e.g. "
+                        "'ellipses:0.5,mni:coronal:0.5' or 'fastmri:/data/knee/singlecoil_train' (lazy; "
+                        "single-coil slices as complex images, phase kept; fastmri_magnitude: for magnitudes) "
+                        "or 'kspace:FILE.npy' (see mrijax.data.images.load_images).", **d)
     flags.DEFINE_integer("size", 64, "Image side in pixels.", **d)
     flags.DEFINE_integer("batch_size", 8, "Images per step.", **d)
     flags.DEFINE_integer("seed", 0, "Data seed: batch i is a pure function of (seed, i).", **d)

@@ -390,7 +390,12 @@ def parse_image_spec(spec: str) -> List[Tuple[str, float]]:
     are normalised).  A source is ``ellipses`` (a fresh random-ellipse image for every
     draw: unlimited data) or anything :func:`mrijax.data.images.load_images` reads
     (``shepp_logan``, ``mni``, ``mni:axial``, ``mni:coronal``, ``mni:sagittal``, a
-    ``.npy``/``.npz``/``.mat``/... path), which is loaded once as a finite pool.
+    ``.npy``/``.npz``/``.mat``/... path, ``kspace:PATH``), which is loaded once as a
+    finite pool, or ``fastmri:FOLDER`` / ``fastmri_magnitude:FOLDER``, a lazy pool of the
+    slices of a folder of fastMRI volumes (:class:`mrijax.data.images.FastMRISlices`),
+    e.g. ``"fastmri:/data/knee/singlecoil_train:3,ellipses:1"``.  (A source whose last
+    ``:``-part parses as a number takes it as its weight, so a folder or key named like
+    a number needs an explicit weight after it.)
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"images spec must be a non-empty string, got {spec!r}")
@@ -413,10 +418,19 @@ def parse_image_spec(spec: str) -> List[Tuple[str, float]]:
     return out
 
 
-def load_image_pool(source: str, size: int, count: Optional[int] = None, seed: int = 0) -> np.ndarray:
-    """The finite pool of images of a source other than ``ellipses``: ``(N, size, size)``
-    from :func:`mrijax.data.images.load_images` (``count=None``: all it has)."""
+def load_image_pool(source: str, size: int, count: Optional[int] = None, seed: int = 0):
+    """The finite pool of images of a source other than ``ellipses`` (``count=None``: all it has).
+
+    ``fastmri:FOLDER`` / ``fastmri_magnitude:FOLDER`` give a lazy
+    :class:`mrijax.data.images.FastMRISlices` (``len``, ``pool[k]`` reads one slice,
+    ``shape``/``dtype`` of the ``(N, size, size)`` array it stands for), so a folder of
+    volumes is never loaded into memory.  Every other source is loaded at once by
+    :func:`mrijax.data.images.load_images` into an ``(N, size, size)`` array.
+    """
     from mrijax.data import images
+    pool = images.fastmri_pool(source, size, count=count)
+    if pool is not None:
+        return pool
     return np.asarray(images.load_images(source, size, count=count, seed=seed))
 
 
@@ -428,7 +442,11 @@ def validation_images(spec: str, size: int, count: int, seed: int) -> np.ndarray
     (:class:`BatchSource` seeds its ellipses with three words), so they are never training
     images.  Other sources give ``count_i`` images evenly spread over what they hold; pick a
     source not used for training (e.g. ``mni:axial`` for a run trained on coronal and
-    sagittal slices) for truly unseen images.
+    sagittal slices, or ``fastmri:`` on a validation folder) for truly unseen images.
+
+    Images are magnitudes (``float32``), except those of sources that keep a measured
+    phase (:func:`mrijax.data.images.keeps_phase`: ``fastmri:``, ``kspace:``), which stay
+    complex as in training; the result is then ``complex64``.
     """
     from mrijax.data import images
     _check_pos_int(count, "count")
@@ -438,9 +456,12 @@ def validation_images(spec: str, size: int, count: int, seed: int) -> np.ndarray
     counts[0] += count - counts.sum()
     if counts[0] < 1:
         raise ValueError(f"count {count} is too small for the {len(parsed)} sources of {spec!r}")
-    parts = [np.abs(np.asarray(images.load_images(name, size, count=int(c), seed=seed)))
-             for (name, _), c in zip(parsed, counts)]
-    return np.concatenate(parts).astype(np.float32)
+    parts = []
+    for (name, _), c in zip(parsed, counts):
+        part = np.asarray(images.load_images(name, size, count=int(c), seed=seed))
+        parts.append(part if images.keeps_phase(name) else np.abs(part))
+    out = np.concatenate(parts)
+    return out.astype(np.complex64 if np.iscomplexobj(out) else np.float32)
 
 
 def make_mask(kind: str, shape: Tuple[int, int], seed: int, kwargs: Optional[Mapping[str, Any]] = None) -> np.ndarray:
@@ -490,8 +511,24 @@ class BatchSource:
     Because nothing depends on earlier batches, resuming at step ``k`` reproduces the
     batches ``k, k+1, ...`` of an uninterrupted run exactly.
 
+    Images are used as magnitudes, except those of sources with a *measured* phase
+    (:func:`mrijax.data.images.keeps_phase`): ``fastmri:FOLDER`` single-coil slices and
+    ``kspace:PATH`` single-coil k-space stay complex, because a cascade trained on
+    single-coil data must see k-space like the scanner's -- the k-space of a magnitude
+    image is conjugate-symmetric, real k-space is not.  They are scaled to max modulus 1
+    (phase kept), augmented like the rest, and never given a synthetic phase
+    (``max_phase`` applies to the magnitude images only).  The simulated measurement is
+    then ``mask * F target`` of that complex image, i.e. the centre of the slice's
+    measured k-space up to the field-of-view crop and resize.  ``fastmri_magnitude:``
+    (and multi-coil volumes, whose RSS target is real) give magnitudes.
+
+    ``fastmri:`` sources are lazy: each draw reads one slice from disk
+    (:class:`mrijax.data.images.FastMRISlices`, the last 256 processed images cached),
+    so a whole training folder is never held in memory; other sources are loaded once.
+
     Attributes:
-      images: a spec for :func:`parse_image_spec`, or an array ``(N, H, W)`` of images.
+      images: a spec for :func:`parse_image_spec`, or an array ``(N, H, W)`` of images
+        (used as magnitudes).
       size: image side (square images).
       batch_size: images per batch.
       seed: the data seed.
@@ -528,17 +565,24 @@ class BatchSource:
         self.mask_kwargs = dict(self.mask_kwargs)
         if self.mask_seed is None:
             self.mask_seed = self.seed
-        self._sources: List[Tuple[str, Optional[np.ndarray]]] = []
+        from mrijax.data import images as image_sources
+        # (name, pool or None for ellipses); a pool is an array or a lazy FastMRISlices.
+        self._sources: List[Tuple[str, Any]] = []
+        self._keep_phase: List[bool] = []  # per source: keep its measured complex images
         if isinstance(self.images, str):
             parsed = parse_image_spec(self.images)
             for name, _ in parsed:
-                pool = None
+                pool, keep = None, False
                 if name != "ellipses":
-                    pool = np.asarray(load_image_pool(name, self.size, self.pool_count, self.seed))
-                    if pool.ndim != 3 or pool.shape[1:] != (self.size, self.size) or len(pool) == 0:
-                        raise ValueError(f"image source {name!r} gave shape {pool.shape}, expected "
+                    pool = load_image_pool(name, self.size, self.pool_count, self.seed)
+                    if not isinstance(pool, image_sources.FastMRISlices):
+                        pool = np.asarray(pool)
+                    if len(pool.shape) != 3 or tuple(pool.shape[1:]) != (self.size, self.size) or len(pool) == 0:
+                        raise ValueError(f"image source {name!r} gave shape {tuple(pool.shape)}, expected "
                                          f"(N>0, {self.size}, {self.size})")
+                    keep = image_sources.keeps_phase(name) and np.dtype(pool.dtype).kind == "c"
                 self._sources.append((name, pool))
+                self._keep_phase.append(keep)
             weights = np.array([w for _, w in parsed], np.float64)
         else:
             pool = np.asarray(self.images)
@@ -546,6 +590,7 @@ class BatchSource:
                 raise ValueError(f"images must be a spec string or an array (N>0, {self.size}, {self.size}), "
                                  f"got shape {pool.shape}")
             self._sources.append(("array", pool))
+            self._keep_phase.append(False)
             weights = np.ones(1)
         self._weights = weights / weights.sum()
         self._fixed_mask = None
@@ -566,24 +611,55 @@ class BatchSource:
         """The run's mask for ``mask_mode="fixed"``, else ``None``."""
         return self._fixed_mask
 
-    def images_for(self, i: int) -> np.ndarray:
-        """The real, augmented, max-1 images of batch ``i``, ``float32 (B, H, W)`` (before phase)."""
+    def picks(self, i: int) -> List[Tuple[int, int]]:
+        """Where the images of batch ``i`` come from: ``(source index, pool index)`` per image.
+
+        The source index counts the entries of the ``images`` spec (0 for an array); the
+        pool index is ``-1`` for ``ellipses`` (a fresh image seeded by ``(seed, i, j)``).
+        For a ``fastmri:`` source, ``self.pool(s).locate(k)`` gives the file and slice.
+        """
         _check_nonneg_int(i, "batch index")
         rng = np.random.default_rng(_seed_int(self.seed, i, _STREAM_IMAGES))
         which = rng.choice(len(self._sources), size=self.batch_size, p=self._weights)
-        out = np.empty((self.batch_size, self.size, self.size), np.float32)
-        for j, s in enumerate(which):
+        # The draws are made in this order (source choices, then one index per pool image),
+        # so batches of existing specs are unchanged.
+        return [(int(s), -1 if self._sources[s][1] is None else int(rng.integers(len(self._sources[s][1]))))
+                for s in which]
+
+    def pool(self, s: int):
+        """The pool of source ``s`` (an array or a lazy ``FastMRISlices``; ``None`` for ellipses)."""
+        return self._sources[s][1]
+
+    def _draw(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(images, measured)``: the augmented, max-1 images of batch ``i`` and, per image,
+        whether it keeps a measured phase."""
+        picks = self.picks(i)
+        dtype = np.complex64 if any(self._keep_phase) else np.float32
+        out = np.empty((self.batch_size, self.size, self.size), dtype)
+        measured = np.zeros(self.batch_size, bool)
+        for j, (s, k) in enumerate(picks):
             name, pool = self._sources[s]
             if pool is None:  # ellipses: a fresh image, seeded by (seed, i, j)
                 from mrijax.data import phantoms
                 out[j] = phantoms.random_ellipses(self.size, [self.seed, i, j])
+            elif self._keep_phase[s]:
+                out[j] = pool[k]
+                measured[j] = True
             else:
-                out[j] = np.abs(pool[rng.integers(len(pool))])
+                out[j] = np.abs(pool[k])
         if self.augment:
             codes = np.random.default_rng(_seed_int(self.seed, i, _STREAM_AUGMENT)).integers(
                 0, 8, self.batch_size)
             out = np.stack([augment_dihedral(im, c) for im, c in zip(out, codes)])
-        return _normalise_max(out).astype(np.float32)
+        return _normalise_max(out).astype(dtype), measured
+
+    def images_for(self, i: int) -> np.ndarray:
+        """The augmented, max-1 images of batch ``i`` (before synthetic phase), ``(B, H, W)``.
+
+        ``float32`` magnitudes; ``complex64`` when a source keeps its measured phase
+        (``fastmri:``, ``kspace:``), whose images are then complex and the rest real-valued.
+        """
+        return self._draw(i)[0]
 
     def masks_for(self, i: int) -> np.ndarray:
         """The masks of batch ``i``, ``bool (B, H, W)``."""
@@ -604,10 +680,12 @@ class BatchSource:
             i += 1
 
     def __call__(self, i: int) -> Batch:
-        images = self.images_for(i)
+        images, measured = self._draw(i)
         if self.max_phase > 0:
             from mrijax.data import phantoms
-            target = np.stack([phantoms.with_smooth_phase(im, [self.seed, i, j, _STREAM_PHASE], self.max_phase)
+            # Measured images keep their own phase; the others (real-valued) get a synthetic one.
+            target = np.stack([im if measured[j] else
+                               phantoms.with_smooth_phase(im.real, [self.seed, i, j, _STREAM_PHASE], self.max_phase)
                                for j, im in enumerate(images)])
         else:
             target = images.astype(np.complex64)

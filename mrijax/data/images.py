@@ -3,11 +3,23 @@
 :func:`load_images` is what every experiment's ``--images`` flag calls.  Whatever
 the source, it returns ``(N, size, size)`` NumPy images, square, with each image's
 magnitude scaled to ``[0, 1]`` and checked finite before anything else runs.
+
+Two sources start from measured k-space rather than images:
+
+* ``fastmri:FOLDER`` -- the slices of a folder of fastMRI volumes, as complex
+  single-coil images (measured phase kept) or multi-coil root-sum-of-squares
+  images; :class:`FastMRISlices` is the same source as a lazy pool that reads one
+  slice per access (what :class:`mrijax.train.BatchSource` trains from).
+* ``kspace:PATH`` -- a ``.npy``/``.npz``/``.mat`` array of centred k-space
+  (``kspace_uncentred:PATH`` for the ``fft2(x, norm="ortho")`` layout), turned into
+  images by :func:`images_from_kspace`.
 """
 
 from __future__ import annotations
 
+import functools
 import pathlib
+from typing import Callable
 
 import numpy as np
 import jax
@@ -20,9 +32,16 @@ _PHANTOM_NAMES = ("shepp_logan", "shepp-logan", "phantom")
 _ELLIPSE_NAMES = ("ellipses",)
 _ARRAY_SUFFIXES = (".npy", ".npz", ".mat")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# Spec prefixes of the sources that start from measured k-space.  The value says whether
+# the phase of single-coil data is kept (fastmri) / whether the layout is uncentred (kspace).
+_FASTMRI_PREFIXES = {"fastmri": True, "fastmri_magnitude": False}
+_KSPACE_PREFIXES = {"kspace": False, "kspace_uncentred": True}
+_KSPACE_SUFFIXES = (".npy", ".npz", ".mat")
 SPEC_OPTIONS = ("shepp_logan", "phantom", "ellipses", "mni", "mni:axial", "mni:coronal",
                 "mni:sagittal", "PATH.npy", "PATH.npz[:KEY]", "PATH.mat[:KEY]", "PATH.h5",
-                "PATH.nii", "PATH.nii.gz", "PATH.dcm", "DICOM_FOLDER")
+                "PATH.nii", "PATH.nii.gz", "PATH.dcm", "DICOM_FOLDER", "fastmri:FOLDER",
+                "fastmri_magnitude:FOLDER", "kspace:PATH.npy", "kspace:PATH.npz[:KEY]",
+                "kspace:PATH.mat[:KEY]", "kspace_uncentred:PATH.npy|.npz[:KEY]|.mat[:KEY]")
 
 
 def center_crop_square(images):
@@ -151,6 +170,299 @@ def _load_path(spec: str, count):
     return images[_pick(images.shape[0], count, path)]
 
 
+# --------------------------------------------------------------------------- k-space sources
+
+
+def _prefixed(spec, prefixes):
+    """``"fastmri:/data/knee"`` -> ``("fastmri", "/data/knee")`` for a known prefix, else ``None``.
+
+    The prefix is case-insensitive; the rest (a path, maybe with ``:KEY``) is kept as given.
+    """
+    head, sep, rest = str(spec).strip().partition(":")
+    if sep and head.lower() in prefixes:
+        return head.lower(), rest.strip()
+    return None
+
+
+def keeps_phase(spec) -> bool:
+    """Whether the images of ``spec`` carry a *measured* phase that training should keep.
+
+    True for the sources that start from k-space, ``fastmri:...``, ``kspace:...`` and
+    ``kspace_uncentred:...``: their single-coil images are complex and their phase is data.
+    (Multi-coil data of these sources gives real root-sum-of-squares images anyway.)
+    False for everything else, including complex image arrays (``PATH.npy``), which
+    :class:`mrijax.train.BatchSource` uses as magnitudes, as it always has.
+    ``fastmri_magnitude:...`` is False: it asks for magnitudes.
+    """
+    found = _prefixed(spec, {**_FASTMRI_PREFIXES, **_KSPACE_PREFIXES})
+    return found is not None and found[0] != "fastmri_magnitude"
+
+
+def _check_kspace(kspace, source) -> np.ndarray:
+    """``kspace`` as a complex ``(N, H, W)`` or ``(N, C, H, W)`` NumPy array, or a ValueError."""
+    k = np.asarray(kspace)
+    if k.dtype.kind != "c":
+        raise ValueError(
+            f"{source}: k-space must be complex, got dtype {k.dtype} (an array of images "
+            "goes without the kspace: prefix)")
+    if k.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{source}: k-space must have shape (H, W) or (N, H, W) (single-coil) or (N, C, H, W) "
+            f"(multi-coil), got shape {k.shape} (rank {k.ndim})")
+    if 0 in k.shape:
+        raise ValueError(f"{source}: k-space is empty (shape {k.shape})")
+    return k[None] if k.ndim == 2 else k
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _kspace_to_image(kspace, uncentred: bool, multicoil: bool):
+    from mrijax import fourier
+
+    if uncentred:
+        kspace = fourier.from_uncentred_kspace(kspace)
+    image = fourier.ifft2c(kspace)
+    if multicoil:
+        return jnp.sqrt(jnp.sum(jnp.abs(image) ** 2, axis=-3))
+    return image
+
+
+def images_from_kspace(kspace, *, uncentred: bool = False, source: str = "kspace") -> np.ndarray:
+    """The images of fully sampled Cartesian k-space, one slice at a time.
+
+    * Single-coil, ``(H, W)`` or ``(N, H, W)``: the complex images ``ifft2c(k)``
+      (:func:`mrijax.fourier.ifft2c`, centred orthonormal), phase kept.
+    * Multi-coil, ``(N, C, H, W)``: the root-sum-of-squares magnitude
+      ``sqrt(sum_c |ifft2c(k_c)|^2)``, fastMRI's multi-coil target.  It needs no coil
+      maps, but it is real: the phase is lost and the image is weighted by the coils'
+      combined sensitivity ``sqrt(sum_c |S_c|^2)`` (close to flat for a head/knee array).
+      A single multi-coil slice must be stored as ``(1, C, H, W)``.
+
+    Args:
+      kspace: complex array as above, centred (DC at ``(H//2, W//2)``).
+      uncentred: the k-space is in the uncentred layout ``fft2(x, norm="ortho")`` (DC at
+        ``[0, 0]``, Deep-MRI-Reconstruction / Invfool); it is converted with
+        :func:`mrijax.fourier.from_uncentred_kspace` first.
+      source: names the data in error messages (e.g. the file).
+
+    Returns:
+      ``complex64`` ``(N, H, W)`` images (single-coil) or ``float32`` ``(N, H, W)`` RSS
+      images (multi-coil); ``complex128``/``float64`` for complex128 input under x64.
+
+    Raises:
+      ValueError: rank other than 2, 3 or 4, a real (non-complex) array, or an empty axis.
+    """
+    k = _check_kspace(kspace, source)
+    multicoil = k.ndim == 4
+    # Slice by slice: bounded memory for big multi-coil arrays, one compilation per shape.
+    return np.stack([np.asarray(_kspace_to_image(k[n], bool(uncentred), multicoil)) for n in range(k.shape[0])])
+
+
+def _load_kspace(spec: str, prefix: str, count):
+    """The images of a ``kspace:`` / ``kspace_uncentred:`` spec (only the chosen slices are transformed)."""
+    if not spec:
+        raise ValueError(f"--images {prefix}: needs a file, e.g. {prefix}:PATH.npy or {prefix}:PATH.mat:KEY")
+    path, key = _split_key(spec)
+    if key is None and not path.exists() and ":" in spec:
+        head = spec.rsplit(":", 1)[0]
+        if head.lower().endswith(_KSPACE_SUFFIXES):  # 'missing.mat:KEY'
+            raise FileNotFoundError(f"--images {prefix}:{spec}: no such file {head}")
+    if not path.name.lower().endswith(_KSPACE_SUFFIXES):
+        raise ValueError(f"--images {prefix}:{spec}: k-space is read from {', '.join(_KSPACE_SUFFIXES)} "
+                         f"files, got {path.name!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"--images {prefix}:{spec}: no such file {path}")
+    from mrijax.data.io import load_array
+
+    where = f"{path}" if key is None else f"{path} [{key!r}]"
+    k = _check_kspace(load_array(path, key), where)
+    k = k[_pick(k.shape[0], count, where)]  # transform only the chosen slices
+    return images_from_kspace(k, uncentred=_KSPACE_PREFIXES[prefix], source=where)
+
+
+def fastmri_slice_image(kspace, recon_size, keep_phase: bool = True) -> np.ndarray:
+    """One fastMRI slice's image over the reconstructed field of view.
+
+    ``ifft2c(kspace)`` centre-cropped to ``recon_size`` (fastMRI's crop; each side is
+    clipped to the k-space's, as fastMRI does for its few brain files narrower than
+    320 columns), then:
+
+    * single-coil with ``keep_phase``: that complex image (its magnitude is the stored
+      ``reconstruction_esc``);
+    * single-coil without ``keep_phase``: its magnitude,
+      :func:`mrijax.data.fastmri.target_image`;
+    * multi-coil: the root-sum-of-squares over coils, ``target_image`` (the stored
+      ``reconstruction_rss``), whatever ``keep_phase`` says.
+
+    Args:
+      kspace: centred ``(H, W)`` or ``(C, H, W)`` complex k-space of one slice.
+      recon_size: ``(rows, cols)``, e.g. :attr:`mrijax.data.fastmri.FastMRISlice.recon_size`.
+      keep_phase: see above.
+
+    Returns:
+      ``complex64`` (single-coil, ``keep_phase``) or ``float32`` NumPy ``(rows, cols)``.
+    """
+    from mrijax import fourier
+    from mrijax.data import fastmri
+
+    kspace = np.asarray(kspace)
+    if kspace.ndim not in (2, 3):
+        raise ValueError(f"kspace must be one slice (H, W) or (C, H, W), got shape {kspace.shape}")
+    crop = tuple(min(int(r), n) for r, n in zip(recon_size, kspace.shape[-2:]))
+    if kspace.ndim == 2 and keep_phase:
+        return np.asarray(fastmri.center_crop(fourier.ifft2c(kspace), crop)).astype(np.complex64)
+    return np.asarray(fastmri.target_image(kspace, crop)).astype(np.float32)
+
+
+def _fastmri_files(folder, spec):
+    root = pathlib.Path(folder)
+    if root.is_file():
+        if root.suffix.lower() != ".h5":
+            raise ValueError(f"{spec}: {root} is not a fastMRI .h5 file or a folder of them")
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"{spec}: no such folder {root}")
+    files = sorted(root.glob("*.h5"))
+    if not files:
+        raise ValueError(f"{spec}: {root} holds no .h5 files")
+    return files
+
+
+class FastMRISlices:
+    """A lazy pool of training images from a folder of fastMRI volumes.
+
+    Opening the pool validates every ``*.h5`` file of the folder (not recursive; or the
+    one file given) with :func:`mrijax.data.fastmri.read_volume` -- layout, keys,
+    dtypes -- and lists its slices, without reading any k-space.  ``pool[k]`` then reads
+    the one slice it needs (:func:`mrijax.data.fastmri.read_slice`, h5py hyperslab) and
+    returns what :func:`load_images` would return for it: :func:`fastmri_slice_image`
+    over the slice's reconstructed field of view (``FastMRISlice.recon_size``: the stored
+    target's size, else the header's), centre-cropped to a square, resized to
+    ``(size, size)`` (:func:`resize_square`, Lanczos-3 on real and imaginary parts) and
+    scaled (complex: divided by the largest modulus, phase kept; real: to ``[0, 1]``).
+    The last ``cache_size`` images are kept in memory (an LRU cache).
+
+    Pool index ``k`` is the ``k``-th kept slice in file-name then slice order, so a pool
+    is a pure function of the folder's contents and the arguments.
+
+    Undersampled test/challenge files (those with a ``mask``) are refused: their
+    aliased images are not training targets.  A folder must be all single-coil or all
+    multi-coil.
+
+    Example::
+
+        pool = FastMRISlices("knee/singlecoil_train", 128,
+                             slice_filter=lambda f, i, n: n // 4 <= i < n - n // 4)
+        image = pool[0]                       # complex64 (128, 128), reads one slice
+        path, index = pool.locate(0)
+
+    Attributes:
+      size: output side.
+      keep_phase: whether items are complex (single-coil with ``keep_phase=True``).
+      multicoil: whether the volumes are multi-coil (items are RSS images).
+      shape, dtype, ndim: as of the array the pool stands for, ``(len, size, size)``.
+      files: the volumes, sorted.
+    """
+
+    def __init__(self, folder, size: int, *, keep_phase: bool = True, count: int | None = None,
+                 slice_filter: Callable[[str, int, int], bool] | None = None, cache_size: int = 256):
+        """Args:
+          folder: a folder of fastMRI ``.h5`` volumes, or one ``.h5`` file.
+          size: output side length.
+          keep_phase: single-coil items are the complex images (True) or their magnitudes.
+          count: keep this many slices evenly spread over all kept slices (``None``: all).
+          slice_filter: ``slice_filter(fname, index, num_slices) -> bool`` keeps a slice
+            when true, e.g. without the edge slices (mostly noise in fastMRI knee volumes):
+            ``lambda f, i, n: n // 4 <= i < n - n // 4``.
+          cache_size: images kept in memory (0: none).
+        """
+        from mrijax.data import fastmri
+
+        if not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"size must be a positive int, got {size!r}")
+        if count is not None and (not isinstance(count, (int, np.integer)) or count < 1):
+            raise ValueError(f"count must be a positive int or None, got {count!r}")
+        if not isinstance(cache_size, (int, np.integer)) or cache_size < 0:
+            raise ValueError(f"cache_size must be an int >= 0, got {cache_size!r}")
+        self.folder = str(folder)
+        source = f"fastMRI source {self.folder!r}"
+        self.files = _fastmri_files(folder, source)
+        entries, kinds = [], {}
+        for f in self.files:
+            with fastmri.read_volume(f) as vol:  # validates the layout; reads no k-space
+                if vol.mask is not None:
+                    raise fastmri.FastMRIFileError(
+                        f, fastmri.MASK_KEY, "is an undersampled test/challenge volume; training "
+                        "images need fully sampled k-space")
+                kinds[f] = vol.multicoil
+                n = len(vol)
+            entries += [(f, i) for i in range(n) if slice_filter is None or slice_filter(f.name, i, n)]
+        if len(set(kinds.values())) > 1:
+            detail = ", ".join(f"{f.name}: {'multi' if m else 'single'}-coil" for f, m in list(kinds.items())[:8])
+            raise ValueError(f"{source}: mixes single-coil and multi-coil volumes ({detail})")
+        if not entries:
+            raise ValueError(f"{source}: slice_filter kept no slice of {len(self.files)} volume(s)")
+        self._entries = [entries[k] for k in _pick(len(entries), count, source)]
+        self.size = int(size)
+        self.multicoil = bool(next(iter(kinds.values())))
+        self.keep_phase = bool(keep_phase) and not self.multicoil
+        self.dtype = np.dtype(np.complex64 if self.keep_phase else np.float32)
+        self.ndim = 3
+        self._load = functools.lru_cache(maxsize=cache_size)(self._read) if cache_size else self._read
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self._entries), self.size, self.size)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _index(self, k) -> int:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"pool index must be an int, got {type(k).__name__}")
+        n = len(self._entries)
+        if not -n <= k < n:
+            raise IndexError(f"pool index {k} out of range for {n} slices")
+        return int(k) % n
+
+    def locate(self, k) -> tuple:
+        """``(path, slice index)`` of item ``k``."""
+        f, i = self._entries[self._index(k)]
+        return str(f), int(i)
+
+    def _read(self, k: int) -> np.ndarray:
+        from mrijax.data import fastmri
+
+        f, i = self._entries[k]
+        s = fastmri.read_slice(f, i)
+        image = fastmri_slice_image(s.kspace, s.recon_size, self.keep_phase)
+        check_finite(image, f"{f} slice {i}")
+        return _scale(resize_square(image, self.size))
+
+    def __getitem__(self, k) -> np.ndarray:
+        """Item ``k``: ``(size, size)`` complex64 or float32 (a fresh copy)."""
+        return np.array(self._load(self._index(k)))
+
+    def load(self) -> np.ndarray:
+        """All items at once, ``(len, size, size)``: reads every kept slice."""
+        return np.stack([self[k] for k in range(len(self))])
+
+    def __repr__(self):
+        kind = "multi-coil RSS" if self.multicoil else ("complex" if self.keep_phase else "magnitude")
+        return (f"FastMRISlices({self.folder!r}, {len(self)} slices of {len(self.files)} volume(s), "
+                f"{kind}, {self.size}x{self.size})")
+
+
+def fastmri_pool(spec, size: int, count: int | None = None, cache_size: int = 256):
+    """The lazy :class:`FastMRISlices` of a ``fastmri:`` / ``fastmri_magnitude:`` spec, else ``None``."""
+    found = _prefixed(spec, _FASTMRI_PREFIXES)
+    if found is None:
+        return None
+    prefix, folder = found
+    if not folder:
+        raise ValueError(f"--images {prefix}: needs a folder of fastMRI .h5 volumes, e.g. {prefix}:/data/knee")
+    return FastMRISlices(folder, size, keep_phase=_FASTMRI_PREFIXES[prefix], count=count, cache_size=cache_size)
+
+
 def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.ndarray:
     """Load ``count`` square test images of side ``size`` from a spec string.
 
@@ -171,9 +483,28 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
       (:func:`mrijax.data.fastmri.target_image`) of the chosen slices.
     * ``PATH.nii`` | ``PATH.nii.gz``: axial slices of a NIfTI volume.
     * ``PATH.dcm`` | ``FOLDER``: a DICOM file or a folder of DICOM slices.
+    * ``fastmri:FOLDER``: the slices of every fastMRI ``.h5`` volume in ``FOLDER`` (or of
+      one ``.h5`` file), in file-name then slice order (:class:`FastMRISlices`).
+      Single-coil volumes give *complex* images: ``ifft2c`` of the slice's k-space
+      cropped to its reconstructed field of view (the stored target's size, e.g.
+      320x320), phase kept -- what a cascade trained on single-coil data needs, since
+      the measured k-space of a magnitude image would be conjugate-symmetric, which
+      real k-space is not.  Multi-coil volumes give the real root-sum-of-squares
+      target.  Undersampled test files are refused.
+    * ``fastmri_magnitude:FOLDER``: the same slices as magnitudes (the fastMRI targets,
+      equal to ``reconstruction_esc`` / ``_rss``).
+    * ``kspace:PATH.npy`` | ``kspace:PATH.npz[:KEY]`` | ``kspace:PATH.mat[:KEY]``: fully
+      sampled centred k-space (DC at ``(H//2, W//2)``), ``(N, H, W)`` or ``(H, W)``
+      single-coil, giving the complex images ``ifft2c(k)``, or ``(N, C, H, W)``
+      multi-coil, giving root-sum-of-squares magnitudes (:func:`images_from_kspace`).
+    * ``kspace_uncentred:PATH...``: the same for uncentred k-space ``fft2(x,
+      norm="ortho")`` (DC at ``[0, 0]``), converted with
+      :func:`mrijax.fourier.from_uncentred_kspace`.
 
-    From a file or the template, ``count`` images are taken evenly spread over those
-    available (``count=1`` is the middle one; ``None`` takes all).
+    Prefixes (``mni``, ``fastmri``, ``kspace``, ...) are case-insensitive; paths are
+    taken as given.  From a file, a folder or the template, ``count`` images are taken
+    evenly spread over those available (``count=1`` is the middle one; ``None`` takes
+    all); for k-space and fastMRI sources only those slices are read and transformed.
 
     Every image is centre-cropped to a square, resized to ``(size, size)`` with an
     antialiased Lanczos-3 filter (:func:`resize_square`) unless it already has that
@@ -187,13 +518,15 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
       seed: seeds ``ellipses``; unused by other sources (they are deterministic).
 
     Returns:
-      ``float32`` (real sources) or ``complex64`` (complex arrays) NumPy array
-      ``(N, size, size)``.
+      ``float32`` (real sources) or ``complex64`` (complex arrays, single-coil k-space)
+      NumPy array ``(N, size, size)``.
 
     Raises:
       ValueError: unknown spec (the message lists the options), bad count/size,
-        unreadable file, non-finite values.
-      FileNotFoundError: a path with a known suffix that does not exist.
+        unreadable file, k-space of the wrong rank or not complex, non-finite values
+        (a :class:`mrijax.data.fastmri.FastMRIFileError`, a ValueError, names the file
+        and key of a bad fastMRI volume).
+      FileNotFoundError: a path with a known suffix, or a fastMRI folder, that does not exist.
       ImportError: an optional reader (h5py, nibabel, pydicom, nilearn) is missing.
     """
     if not isinstance(spec, (str, pathlib.PurePath)):
@@ -219,6 +552,11 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
 
         plane = name.split(":", 1)[1] if ":" in name else "axial"
         images = mni.mni_slices(size=size, plane=plane, count=count)
+    elif _prefixed(text, _FASTMRI_PREFIXES) is not None:
+        images = fastmri_pool(text, size, count=count, cache_size=0).load()
+    elif _prefixed(text, _KSPACE_PREFIXES) is not None:
+        prefix, rest = _prefixed(text, _KSPACE_PREFIXES)
+        images = _load_kspace(rest, prefix, count)
     else:
         images = _load_path(text, count)
 
