@@ -647,6 +647,27 @@ def _psnr_mag(x, ref):
     return 10 * jnp.log10(jnp.max(ref, axis=(-2, -1)) ** 2 / mse)
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled_evaluate(recon, domain: str, n_lead: int, multicoil: bool):
+    """The jitted body of :func:`evaluate`, cached so repeated calls do not recompile."""
+    def one(xi, mi, ci, ri):
+        fwd = lambda z: fourier.forward(z, mi, ci)
+        y = fwd(xi)
+        ar = fourier.apply_mask(ri, mi) if domain == "measurement" else fwd(ri)
+        clean = recon(y)
+        pert = recon(y + ar)
+        ref = xi if domain == "measurement" else xi + ri
+        return {"clean": clean, "perturbed": pert,
+                "diff_norm": jnp.sqrt(_sqnorm(pert - clean)), "r_norm": jnp.sqrt(_sqnorm(ri)),
+                "Ar_norm": jnp.sqrt(_sqnorm(ar)), "psnr_clean": _psnr_mag(clean, xi),
+                "psnr_perturbed": _psnr_mag(pert, ref)}
+
+    f = jax.vmap(one, in_axes=(0, 0, 0 if multicoil else None, 0))
+    for _ in range(n_lead):
+        f = jax.vmap(f, in_axes=(None, None, None, 0))
+    return jax.jit(f)
+
+
 def evaluate(recon: ReconFn, x, mask, r, *, domain: str = "image", coil_maps=None) -> dict:
     """Reconstructions and numbers for given perturbations ``r`` (same shape as ``x``, or with
     extra leading axes, e.g. the snapshots).
@@ -665,23 +686,7 @@ def evaluate(recon: ReconFn, x, mask, r, *, domain: str = "image", coil_maps=Non
     lead = r.shape[:r.ndim - len(bshape) - 2]
     rb = r.reshape(lead + (-1,) + hw).astype(xb.dtype)
 
-    def one(xi, mi, ci, ri):
-        fwd = lambda z: fourier.forward(z, mi, ci)
-        y = fwd(xi)
-        ar = fourier.apply_mask(ri, mi) if domain == "measurement" else fwd(ri)
-        clean = recon(y)
-        pert = recon(y + ar)
-        ref = xi if domain == "measurement" else xi + ri
-        return {"clean": clean, "perturbed": pert,
-                "diff_norm": jnp.sqrt(_sqnorm(pert - clean)), "r_norm": jnp.sqrt(_sqnorm(ri)),
-                "Ar_norm": jnp.sqrt(_sqnorm(ar)), "psnr_clean": _psnr_mag(clean, xi),
-                "psnr_perturbed": _psnr_mag(pert, ref)}
-
-    cm_axis = None if cmb is None else 0
-    f = jax.vmap(one, in_axes=(0, 0, cm_axis, 0))
-    for _ in lead:
-        f = jax.vmap(f, in_axes=(None, None, None, 0))
-    out = jax.jit(f)(xb, maskb, cmb, rb)
+    out = _compiled_evaluate(recon, domain, len(lead), cmb is not None)(xb, maskb, cmb, rb)
     out["psnr_drop"] = out["psnr_clean"] - out["psnr_perturbed"]
     return {k: v.reshape(lead + bshape + v.shape[len(lead) + 1:]) for k, v in out.items()}
 
@@ -728,6 +733,45 @@ def noise_baseline(recon: ReconFn, x, mask, norms, draws: int, key, *, domain: s
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled_power_iteration(recon, multicoil: bool):
+    """Jitted (start, step, finish) of the power iteration of :func:`local_lipschitz`."""
+    cm_axis = 0 if multicoil else None
+
+    def pieces(xi, mi, ci):
+        y = fourier.forward(xi, mi, ci)
+        mi_full = jnp.broadcast_to(jnp.expand_dims(mi, -3), y.shape) if multicoil else mi
+
+        def g_real(e):  # real pair (2, ...) -> real pair (2, H, W)
+            out = recon(y + fourier.apply_mask(e[0] + 1j * e[1], mi_full))
+            return jnp.stack([jnp.real(out), jnp.imag(out)]).astype(e.dtype)
+        return y, mi_full, g_real
+
+    def start_one(xi, mi, ci, kk):
+        y, mi_full, _ = pieces(xi, mi, ci)
+        e0 = jax.random.normal(kk, (2,) + y.shape, jnp.real(xi).dtype) * mi_full
+        return e0 / jnp.sqrt(jnp.sum(e0 ** 2))
+
+    def step_one(e, xi, mi, ci):
+        _, _, g_real = pieces(xi, mi, ci)
+        zero = jnp.zeros_like(e)
+        _, je = jax.jvp(g_real, (zero,), (e,))
+        (jtje,) = jax.vjp(g_real, zero)[1](je)
+        nrm = jnp.sqrt(jnp.sum(jtje ** 2))
+        return jtje / jnp.maximum(nrm, jnp.finfo(nrm.dtype).tiny)
+
+    def finish_one(e, xi, mi, ci):
+        _, _, g_real = pieces(xi, mi, ci)
+        _, je = jax.jvp(g_real, (jnp.zeros_like(e),), (e,))
+        ec = e[0] + 1j * e[1]
+        return jnp.sqrt(jnp.sum(je ** 2)), ec, fourier.adjoint(ec, mi, ci)
+
+    start = jax.jit(jax.vmap(start_one, in_axes=(0, 0, cm_axis, 0)))
+    step = jax.jit(jax.vmap(step_one, in_axes=(0, 0, 0, cm_axis)))
+    finish = jax.jit(jax.vmap(finish_one, in_axes=(0, 0, 0, cm_axis)))
+    return start, step, finish
+
+
 def local_lipschitz(recon: ReconFn, x, mask, iters: int, key, *, coil_maps=None) -> dict:
     """The linearised worst direction: power iteration on the Jacobian of ``e -> f(A x + e)``.
 
@@ -744,39 +788,15 @@ def local_lipschitz(recon: ReconFn, x, mask, iters: int, key, *, coil_maps=None)
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
     xb, maskb, cmb, bshape, hw = _prepare_eval(x, mask, coil_maps)
-    n = xb.shape[0]
-    keys = jax.random.split(key, n)
-
-    def one(xi, mi, ci, kk):
-        y = fourier.forward(xi, mi, ci)
-        if ci is not None:
-            mi_full = jnp.broadcast_to(jnp.expand_dims(mi, -3), y.shape)
-        else:
-            mi_full = mi
-
-        def g_real(e):  # real pair (2, ...) -> real pair (2, H, W)
-            out = recon(y + fourier.apply_mask(e[0] + 1j * e[1], mi_full))
-            return jnp.stack([jnp.real(out), jnp.imag(out)]).astype(e.dtype)
-
-        e0 = jax.random.normal(kk, (2,) + y.shape, jnp.real(xb).dtype)
-        e0 = e0 * mi_full
-        e0 = e0 / jnp.sqrt(jnp.sum(e0 ** 2))
-        zero = jnp.zeros_like(e0)
-        _, vjp = jax.vjp(g_real, zero)
-
-        def body(e, _):
-            _, je = jax.jvp(g_real, (zero,), (e,))
-            (jtje,) = vjp(je)
-            nrm = jnp.sqrt(jnp.sum(jtje ** 2))
-            return jtje / jnp.maximum(nrm, jnp.finfo(nrm.dtype).tiny), None
-
-        e, _ = jax.lax.scan(body, e0, None, length=iters)
-        _, je = jax.jvp(g_real, (zero,), (e,))
-        gain = jnp.sqrt(jnp.sum(je ** 2))
-        ec = e[0] + 1j * e[1]
-        return gain, ec, fourier.adjoint(ec, mi, ci)
-
-    cm_axis = None if cmb is None else 0
-    gain, e, img = jax.jit(jax.vmap(one, in_axes=(0, 0, cm_axis, 0)))(xb, maskb, cmb, keys)
+    keys = jax.random.split(key, xb.shape[0])
+    start, step, finish = _compiled_power_iteration(recon, cmb is not None)
+    e = start(xb, maskb, cmb, keys)
+    if _unrolled_on_host():   # one compiled iteration per call on CPU, as in :func:`run`
+        for _ in range(iters):
+            e = step(e, xb, maskb, cmb)
+    else:
+        e = jax.jit(lambda e0, *a: jax.lax.fori_loop(0, iters, lambda _, ei: step(ei, *a), e0))(
+            e, xb, maskb, cmb)
+    gain, e, img = finish(e, xb, maskb, cmb)
     return {"gain": gain.reshape(bshape), "direction": e.reshape(bshape + e.shape[1:]),
             "image_direction": img.reshape(bshape + hw)}
