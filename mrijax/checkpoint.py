@@ -49,7 +49,9 @@ FORMAT_VERSION = 1
 # (With a cosine learning-rate decay over ``train.steps``, raising the steps stretches the
 # schedule from the restored step on; resuming with unchanged settings is exact.)
 RESUME_MAY_CHANGE = ("train.steps", "train.log_every", "train.ckpt_every", "train.validate_every",
-                     "train.min_loss", "validation.plot_count")
+                     "train.min_loss", "validation.plot_count",
+                     # How the same convolutions are computed, not what they compute.
+                     "model.kwargs.conv_impl", "model.kwargs.small_conv_impl", "model.kwargs.remat")
 
 
 class CheckpointError(ValueError):

@@ -369,6 +369,7 @@ def test_reconstruction_map_cascade_multicoil_zero_cnn_is_repeated_sense_dc(x64)
     (dict(n_convs=0), "n_convs"),
     (dict(features=2.5), "features"),
     (dict(small_conv_impl="fft"), "small_conv_impl"),
+    (dict(conv_impl="fft"), "conv_impl"),
     (dict(noise_level=-1.0), "noise_level"),
     (dict(learn_noise_level=True), "learn_noise_level"),
 ])
@@ -390,3 +391,149 @@ def test_bad_inputs_raise_clear_errors():
         model.apply(params, x_zf[0, 0], k0[0, 0], mask)
     with pytest.raises(TypeError, match="Cascade and Automap"):
         reconstruction_map(object(), params, mask)
+
+
+# ----------------------------------------------------------------------------- Winograd convolutions
+
+from mrijax.models.cascade import conv_same_winograd, winograd_matrices  # noqa: E402
+
+
+@pytest.mark.parametrize("tile,ksize", [(2, 3), (4, 3), (3, 3), (2, 5), (4, 5), (3, 1)])
+def test_winograd_matrices_compute_the_1d_correlation(tile, ksize):
+    a_t, g, b_t = winograd_matrices(tile, ksize)
+    n = tile + ksize - 1
+    assert a_t.shape == (tile, n) and g.shape == (n, ksize) and b_t.shape == (n, n)
+    rng = np.random.default_rng(20)
+    for _ in range(3):
+        d, k = rng.standard_normal(n), rng.standard_normal(ksize)
+        direct = np.array([sum(k[j] * d[i + j] for j in range(ksize)) for i in range(tile)])
+        np.testing.assert_allclose(a_t @ ((g @ k) * (b_t @ d)), direct, rtol=1e-12, atol=1e-12)
+    # F(2, 3) with the points 0, 1, -1 (and infinity): the classic integer transforms.
+    if (tile, ksize) == (2, 3):
+        np.testing.assert_array_equal(a_t, [[1, 1, 1, 0], [0, 1, -1, 1]])
+        np.testing.assert_array_equal(g, [[1, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("h,w,ksize,tile", [
+    (9, 11, 3, 2), (8, 8, 3, 2), (6, 9, 3, 4), (1, 2, 3, 2), (7, 8, 5, 2), (5, 4, 1, 3)])
+def test_winograd_conv_equals_lax_conv_values_and_gradients(x64, h, w, ksize, tile):
+    """Odd and even sides (partial tiles at the edge), images smaller than a tile, k = 1, 3, 5."""
+    rng = np.random.default_rng(21)
+    x = jnp.asarray(rng.standard_normal((2, h, w, 3)))
+    kernel = jnp.asarray(rng.standard_normal((ksize, ksize, 3, 4)))
+    cotangent = jnp.asarray(rng.standard_normal((2, h, w, 4)))
+
+    @jax.jit
+    def values_and_gradients(a, b, ct):
+        ref, ref_vjp = jax.vjp(_conv_same, a, b)
+        out, out_vjp = jax.vjp(lambda a_, b_: conv_same_winograd(a_, b_, tile), a, b)
+        return (out, *out_vjp(ct)), (ref, *ref_vjp(ct))
+
+    (out, gx, gk), (ref, gx_ref, gk_ref) = values_and_gradients(x, kernel, cotangent)
+    assert out.shape == (2, h, w, 4) and out.dtype == jnp.float64
+    np.testing.assert_allclose(out, ref, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-11, atol=1e-11)     # input gradient
+    np.testing.assert_allclose(gk, gk_ref, rtol=1e-11, atol=1e-11)     # kernel gradient
+
+
+def test_winograd_conv_under_vmap_and_second_order(x64):
+    rng = np.random.default_rng(22)
+    x = jnp.asarray(rng.standard_normal((3, 2, 6, 5, 4)))
+    kernel = jnp.asarray(rng.standard_normal((3, 3, 4, 4)))
+    f = jax.jit(jax.vmap(lambda a: conv_same_winograd(a, kernel, 2)))
+    np.testing.assert_allclose(f(x), _conv_same(x.reshape(6, 6, 5, 4), kernel).reshape(3, 2, 6, 5, 4),
+                               rtol=1e-11, atol=1e-11)
+
+    # The backward pass is itself a Winograd correlation, so it differentiates again.
+    def hvp(conv):
+        loss = lambda a: jnp.sum(jnp.sin(conv(a, kernel)))
+        return jax.jit(jax.grad(lambda a: jnp.vdot(jax.grad(loss)(a), x[0])))(x[0])
+
+    np.testing.assert_allclose(hvp(lambda a, b: conv_same_winograd(a, b, 2)), hvp(_conv_same), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("tile,bound", [(2, 2e-5), (4, 3e-4)])
+def test_winograd_float32_error_bound(tile, bound):
+    """Float32 error of the Winograd convolution against float64, relative to the output RMS.
+
+    Measured on 64 -> 64 channels (see conv_same_winograd): XLA 4.6e-6, F(2x2) 2.1e-6, F(4x4)
+    4.4e-5.  The bounds leave ~7-10x margin; a wrong point set or transform blows far past them.
+    """
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((1, 20, 20, 32))
+    kernel = rng.standard_normal((3, 3, 32, 32)) * np.sqrt(2.0 / (9 * 32))
+    cotangent = rng.standard_normal((1, 20, 20, 32))
+    with jax.enable_x64(True):
+        ref, ref_vjp = jax.vjp(lambda a: _conv_same(a, jnp.asarray(kernel)), jnp.asarray(x))
+        ref, ref_grad = np.asarray(ref), np.asarray(ref_vjp(jnp.asarray(cotangent))[0])
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+
+    @jax.jit
+    def value_and_input_gradient(a, b, ct):
+        out, out_vjp = jax.vjp(lambda a_: conv_same_winograd(a_, b, tile), a)
+        return out, out_vjp(ct)[0]
+
+    out, grad = value_and_input_gradient(f32(x), f32(kernel), f32(cotangent))
+    assert out.dtype == jnp.float32
+    rms = lambda a: np.sqrt(np.mean(a ** 2))
+    assert np.abs(np.asarray(out, np.float64) - ref).max() / rms(ref) < bound
+    assert np.abs(np.asarray(grad, np.float64) - ref_grad).max() / rms(ref_grad) < bound
+
+
+def test_winograd_conv_bad_arguments_and_no_forward_mode():
+    x, kernel = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+    with pytest.raises(ValueError, match="odd side"):
+        conv_same_winograd(x, jnp.ones((2, 2, 2, 2)))
+    with pytest.raises(ValueError, match="kernel"):
+        conv_same_winograd(x, jnp.ones((3, 3, 5, 2)))
+    with pytest.raises(ValueError, match="tile"):
+        conv_same_winograd(x, kernel, 2.5)
+    with pytest.raises(ValueError, match="points"):
+        conv_same_winograd(x, kernel, 9)
+    # Documented limitation: reverse mode only (the input gradient is a custom VJP).
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda a: conv_same_winograd(a, kernel), (x,), (x,))
+
+
+def test_conv_impls_agree_whole_cascade_values_and_gradients(x64):
+    """conv_impl="winograd" is the same network as "xla": same parameters, values, gradients.
+
+    ("winograd4" differs only in the tile, checked at the convolution level above.)
+    """
+    rng = np.random.default_rng(24)
+    x_zf, k0, mask = _problem(rng, h=10, w=9)   # odd and even sides: partial tiles on both edges
+    reference, model = _small(n_convs=3, conv_impl="xla"), _small(n_convs=3, conv_impl="winograd")  # conv_1: F -> F
+    params = _to_f64(_random_params(reference, x_zf, k0, mask))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x_zf, k0, mask)
+    assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(params)
+    assert jax.tree_util.tree_map(lambda a: a.shape, shapes) == jax.tree_util.tree_map(lambda a: a.shape, params)
+    # The option reaches the hidden convolutions on both code paths (plain loop and remat scan):
+    # their programs hold the Winograd custom VJP, the reference's does not.
+    for remat in (False, True):
+        jaxpr = str(jax.make_jaxpr(_small(n_convs=3, conv_impl="winograd", remat=remat).apply)(params, x_zf, k0, mask))
+        assert "custom_vjp_call" in jaxpr
+    assert "custom_vjp_call" not in str(jax.make_jaxpr(reference.apply)(params, x_zf, k0, mask))
+
+    target = jnp.asarray(_complex(rng, x_zf.shape))
+
+    @jax.jit
+    def values_and_gradients(p, x):
+        def loss(m):
+            return lambda p_, x_: jnp.sum(jnp.abs(m.apply(p_, x_, k0, mask) - target) ** 2)
+        return [(m.apply(p, x, k0, mask), jax.grad(loss(m), argnums=(0, 1))(p, x)) for m in (model, reference)]
+
+    (out, grads), (out_ref, grads_ref) = values_and_gradients(params, jnp.asarray(x_zf))
+    np.testing.assert_allclose(out, out_ref, rtol=1e-11, atol=1e-11)
+    for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_auto_conv_impl_is_the_xla_convolution():
+    rng = np.random.default_rng(25)
+    x_zf, k0, mask = _problem(rng)
+    model = _small(n_convs=4)
+    assert model.conv_impl == "auto"
+    params = _random_params(model, x_zf, k0, mask)
+    # The same program: bitwise the same output.
+    np.testing.assert_array_equal(model.apply(params, x_zf, k0, mask),
+                                  _small(n_convs=4, conv_impl="xla").apply(params, x_zf, k0, mask))

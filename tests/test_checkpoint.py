@@ -131,6 +131,12 @@ def test_config_mismatch_is_refused_with_the_keys(tmp_path, run_parts):
     longer = json.loads(json.dumps(config))
     longer["train"]["steps"] = 1000
     checkpoint.restore(tmp_path, state, config=longer)
+    # so may the way the same convolutions are computed (and a checkpoint written before the
+    # option existed, whose config lacks the key, still resumes)
+    other_impl = json.loads(json.dumps(config))
+    other_impl["model"]["kwargs"]["conv_impl"] = "winograd"
+    del other_impl["model"]["kwargs"]["small_conv_impl"]
+    checkpoint.restore(tmp_path, state, config=other_impl)
 
 
 def test_missing_checkpoints_name_the_path(tmp_path, run_parts):

@@ -34,6 +34,37 @@ XLA's convolution) elsewhere.  Both give the same function up to rounding, inclu
 gradients; the tests check that in float64.  The F -> F convolutions dominate the cost of
 D5-C5 either way, so the whole-network gain is modest.
 
+The hidden F -> F convolutions: XLA or Winograd
+-----------------------------------------------
+``conv_impl`` selects how the ``F -> F`` convolutions (98% of D5-C5's FLOPs) are computed,
+again with the same parameters:
+
+* ``"xla"``: ``lax.conv_general_dilated`` (Eigen's spatial convolution on CPU, cuDNN on GPU);
+* ``"winograd"``: Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2016), see
+  :func:`conv_same_winograd`: 4 instead of 9 multiplications per output and channel pair,
+  as ``(t*t)`` independent ``(N*tiles, C_in) @ (C_in, C_out)`` matrix products between
+  input and output transforms made of strided slices.  Its float32 error is no larger
+  than the direct convolution's.  The input gradient is a Winograd correlation too
+  (``jax.custom_vjp``), which means **no forward-mode autodiff** (``jax.jvp``, and so
+  :func:`mrijax.attacks.local_lipschitz`) with this option;
+* ``"winograd4"``: F(4x4, 3x3), 2.25 multiplications, about 10x the float32 error;
+* ``"auto"`` (the default): ``"xla"`` on every backend.
+
+Why auto is not Winograd on CPU: measured on the 2-core development machine (AVX-512,
+shared, so noisy), F(2x2) makes the bare network iteration (forward + input gradient,
+``bench/cascade.py``, 128 x 128) 5-20% faster than XLA, but ``worst_case`` end to end
+(``bench/attack.py``, 6 interleaved runs each) only 2% at batch 8 (3.00 against 2.94
+image-iterations/s, within the noise) and ~10% at batch 1 (2.95 against 2.65); it
+compiles ~10 s slower, and its custom VJP rules out ``jax.jvp`` (used by
+:func:`mrijax.attacks.local_lipschitz`).  F(4x4) is 10-25% slower than XLA.  Per 64 -> 64 layer (batch 8, 128 x 128, quiet machine) XLA's direct
+convolution takes 74 ms; F(2x2) spends 42 ms in its matrix products (only ``C_in = 64``
+deep, 55% of the GEMM rate) but 56 + 17 ms in the input and output transforms: strided,
+memory-bound passes over 4x the activation's size that XLA cannot fuse with the products
+(F(4x4): 19 ms of products, 46 + 17 ms of transforms).  Keeping the transforms in cache by
+processing chunks of the batch or of the image needs either a rolled loop (XLA:CPU runs
+the convolutions and products about 2x slower inside one) or unrolled chunks (compile
+times of minutes).
+
 Memory
 ------
 ``remat=True`` stores only each cascade's input for the backward pass and recomputes the
@@ -43,9 +74,12 @@ assignment drops from 2.6 GiB to 0.7 GiB of temporaries.
 
 from __future__ import annotations
 
+import functools
 import math
+from fractions import Fraction
 from typing import Any, Optional
 
+import numpy as np
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -54,12 +88,21 @@ from mrijax import dc
 from mrijax._checks import check_coil_maps, check_image, check_mask, complex_dtype_for
 
 SMALL_CONV_IMPLS = ("auto", "conv", "matmul")
+CONV_IMPLS = ("auto", "xla", "winograd", "winograd4")
 
 
 def _resolve_small_conv_impl(impl: str) -> str:
     # Resolved at trace time: the backend is fixed for the life of a compiled function.
     if impl == "auto":
         return "matmul" if jax.default_backend() == "cpu" else "conv"
+    return impl
+
+
+def _resolve_conv_impl(impl: str) -> str:
+    # "auto" is the XLA convolution on every backend: on XLA:CPU the Winograd variants lose to
+    # it (bench/cascade.py; see the module docstring), and accelerators have cuDNN / their own.
+    if impl == "auto":
+        return "xla"
     return impl
 
 
@@ -107,15 +150,210 @@ def _conv_same_shift_sum(x, kernel):
     return out
 
 
-def _layer_impl(layer: int, n_convs: int, use_matmul: bool) -> str:
+# ----------------------------------------------------------------------------- Winograd
+
+# Interpolation points of the Toom-Cook construction, in the order they are used: small
+# magnitudes first, because the transforms' coefficients (and so the float32 rounding error)
+# grow with the points.  F(m, r) uses the first m + r - 2 of them plus the point at infinity.
+_WINOGRAD_POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2),
+                    Fraction(1, 2), Fraction(-1, 2), Fraction(3), Fraction(-3))
+
+
+def _inverse_exact(rows):
+    """Inverse of a square matrix of Fractions by Gauss-Jordan elimination (exact)."""
+    n = len(rows)
+    a = [list(row) + [Fraction(int(i == j)) for j in range(n)] for i, row in enumerate(rows)]
+    for col in range(n):
+        pivot = next(r for r in range(col, n) if a[r][col] != 0)
+        a[col], a[pivot] = a[pivot], a[col]
+        a[col] = [v / a[col][col] for v in a[col]]
+        for r in range(n):
+            if r != col and a[r][col] != 0:
+                f = a[r][col]
+                a[r] = [v - f * w for v, w in zip(a[r], a[col])]
+    return [row[n:] for row in a]
+
+
+@functools.lru_cache(maxsize=None)
+def winograd_matrices(tile: int, kernel_size: int):
+    """Transforms ``(A^T, G, B^T)`` of the 1-D Winograd correlation F(tile, kernel_size).
+
+    For ``d`` of length ``n = tile + kernel_size - 1`` and ``g`` of length ``kernel_size``,
+    ``A^T ((G g) * (B^T d))`` is the correlation ``y[i] = sum_k g[k] d[i + k]``,
+    ``i < tile``; the 2-D algorithm nests it, ``Y = A^T [(G g G^T) * (B^T d B)] A``.
+
+    Built exactly (rational arithmetic) by Toom-Cook: correlation with ``g`` is the transpose
+    of the product of polynomials of degrees ``tile - 1`` and ``kernel_size - 1``, which is
+    evaluated at ``n - 1`` points and infinity and interpolated back; so ``A^T`` is the
+    evaluation (Vandermonde) matrix of the degree ``tile - 1`` factor transposed, ``G`` that
+    of the kernel, and ``B^T`` the transposed interpolation matrix.  The points are
+    ``0, 1, -1, 2, -2, 1/2, -1/2, 3, -3`` in that order (F(2, 3): ``0, +-1``; F(4, 3): ``0, +-1,
+    +-2``, those of Lavin & Gray 2016 up to scaling and signs).
+
+    Returns:
+      float64 NumPy arrays of shapes ``(tile, n)``, ``(n, kernel_size)`` and ``(n, n)``.
+    """
+    if not (isinstance(tile, int) and tile >= 1 and isinstance(kernel_size, int) and kernel_size >= 1):
+        raise ValueError(f"tile and kernel_size must be positive ints, got {tile!r}, {kernel_size!r}")
+    n = tile + kernel_size - 1
+    if n - 1 > len(_WINOGRAD_POINTS):
+        raise ValueError(f"F({tile}, {kernel_size}) needs {n - 1} finite points; at most "
+                         f"{len(_WINOGRAD_POINTS)} are defined (and float32 would not survive more)")
+    points = _WINOGRAD_POINTS[:n - 1]
+
+    def vandermonde(degree_plus_one):
+        rows = [[p ** j for j in range(degree_plus_one)] for p in points]
+        rows.append([Fraction(0)] * (degree_plus_one - 1) + [Fraction(1)])   # the point at infinity
+        return rows
+
+    eval_out, eval_kernel = vandermonde(tile), vandermonde(kernel_size)
+    interp = _inverse_exact(vandermonde(n))
+    a_t = np.array([[float(eval_out[a][i]) for a in range(n)] for i in range(tile)])
+    g = np.array([[float(v) for v in row] for row in eval_kernel])
+    b_t = np.array([[float(interp[j][a]) for j in range(n)] for a in range(n)])
+    return a_t, g, b_t
+
+
+def _combine(coefficients, terms):
+    """``sum_j c_j * terms[j]`` over the non-zero ``c_j``, without multiplying by +-1."""
+    out = None
+    for c, term in zip(coefficients, terms):
+        c = float(c)
+        if c == 0.0:
+            continue
+        v = term if c == 1.0 else (-term if c == -1.0 else c * term)
+        out = v if out is None else out + v
+    return out
+
+
+def _strided(x, axis, start, count, step):
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, start + step * (count - 1) + 1, step)
+    return x[tuple(index)]
+
+
+def _tile_transform(x, mat, tile, n_tiles, axis):
+    """Row ``a`` of ``mat`` applied to the windows ``x[tile*p : tile*p + n]`` along ``axis``.
+
+    Returns a list (one entry per row of ``mat``) of arrays with ``n_tiles`` on ``axis``;
+    built from strided slices, so nothing of the windows' size is gathered.
+    """
+    windows = [_strided(x, axis, j, n_tiles, tile) for j in range(mat.shape[1])]
+    return [_combine(row, windows) for row in mat]
+
+
+def _interleave(parts, axis):
+    """``out[..., tile*p + i, ...] = parts[i][..., p, ...]`` along ``axis``."""
+    y = jnp.stack(parts, axis + 1)
+    shape = list(y.shape)
+    shape[axis:axis + 2] = [shape[axis] * shape[axis + 1]]
+    return y.reshape(shape)
+
+
+def _winograd_forward(x, kernel, tile):
+    """'same' cross-correlation NHWC x HWIO by the 2-D Winograd algorithm F(tile x tile, k x k)."""
+    kh, kw, c_in, c_out = kernel.shape
+    n, h, w, _ = x.shape
+    a_t, g, b_t = winograd_matrices(tile, kh)
+    if kw != kh:
+        raise ValueError(f"the Winograd convolution needs a square kernel, got {kh}x{kw}")
+    t = tile + kh - 1
+    n_h, n_w = -(-h // tile), -(-w // tile)
+    pad = kh // 2
+    # Zero padding: 'same' on the left, and on the right up to whole tiles (cropped at the end).
+    xp = jnp.pad(x, ((0, 0), (pad, tile * n_h + kh - 1 - pad - h), (pad, tile * n_w + kh - 1 - pad - w), (0, 0)))
+    # Kernel transform U = G g G^T for every (c_in, c_out): (t, t, C_in, C_out).
+    g_ = jnp.asarray(g, kernel.dtype)
+    u = jnp.einsum("ak,bl,klio->abio", g_, g_, kernel)
+    # Input transform V = B^T d B of every tile, separably (W, then H): t*t arrays
+    # (N, n_h, n_w, C_in).  Kept as a list: stacking them costs a slow concatenation on CPU.
+    cols = _tile_transform(xp, b_t, tile, n_w, 2)
+    v = [_tile_transform(col_b, b_t, tile, n_h, 1) for col_b in cols]   # v[b][a]
+    # The element-wise product in the transform domain, summed over input channels: one
+    # (N*n_h*n_w, C_in) @ (C_in, C_out) matrix product per point (a, b).
+    m = [[(v[b][a].reshape(-1, c_in) @ u[a, b]).reshape(n, n_h, n_w, c_out) for b in range(t)] for a in range(t)]
+    # Output transform Y = A^T M A, separably, and the tiles put back in place.
+    rows = [[_combine(a_t[j], m[a]) for a in range(t)] for j in range(tile)]    # rows[j][a]: along W done
+    out_rows = [_interleave([_combine(a_t[i], rows[j]) for j in range(tile)], 2) for i in range(tile)]
+    return _interleave(out_rows, 1)[:, :h, :w]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_same_winograd(x, kernel, tile):
+    """'same' cross-correlation NHWC x HWIO (as :func:`_conv_same`) by Winograd F(tile x tile, k x k).
+
+    The input gradient of a 'same' correlation with an odd kernel is the 'same' correlation of
+    the output cotangent with the kernel flipped in space and with C_in and C_out swapped, so
+    the backward pass is itself a Winograd correlation (autodiff of the transforms would
+    transpose every strided slice into a padded scatter).  The kernel gradient (training only;
+    dead code in an input-gradient computation) uses XLA's own convolution gradient.
+    """
+    return _winograd_forward(x, kernel, tile)
+
+
+def _conv_same_winograd_fwd(x, kernel, tile):
+    return _winograd_forward(x, kernel, tile), (x, kernel)
+
+
+def _conv_same_winograd_bwd(tile, residuals, dy):
+    x, kernel = residuals
+    flipped = jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2))
+    dx = _conv_same_winograd(dy, flipped, tile)
+    dkernel = jax.vjp(lambda k: _conv_same(x, k), kernel)[1](dy)[0]
+    return dx, dkernel
+
+
+_conv_same_winograd.defvjp(_conv_same_winograd_fwd, _conv_same_winograd_bwd)
+
+
+def conv_same_winograd(x, kernel, tile: int = 2):
+    """Zero-padded 'same' cross-correlation ``NHWC x HWIO -> NHWC`` by Winograd's algorithm.
+
+    The same function as ``jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))`` (what Flax's ``nn.Conv`` computes) for odd
+    square kernels, up to rounding, with ``(tile + k - 1)**2 / tile**2`` multiplications per
+    output and channel pair instead of ``k**2`` (F(2x2, 3x3): 4 instead of 9; F(4x4, 3x3):
+    2.25).  Differentiable; the input gradient is again a Winograd correlation.
+
+    Float32 accuracy (3x3, 64 -> 64 channels, 4 x 64 x 64 unit-variance input, He-scaled
+    kernel; maximum error over the output RMS, against float64): direct (XLA) 4.6e-6,
+    F(2x2) 2.1e-6, F(4x4) 4.4e-5 (its transforms hold coefficients up to 5 and 1/6); the
+    input gradient alike (4.8e-6, 1.8e-6, 3.3e-5).  Through the whole D5-C5 (64 x 64,
+    He weights) the float32 output's relative l2 error is 3.7e-6 (XLA), 2.0e-6 (F(2x2)),
+    5.5e-6 (F(4x4)).
+
+    Reverse mode only: the input gradient is a ``jax.custom_vjp`` (a Winograd correlation,
+    much faster than autodiff through the transforms), so ``jax.jvp`` raises; use
+    ``lax.conv_general_dilated`` where forward-mode derivatives are needed.
+
+    Args:
+      x: ``(N, H, W, C_in)`` real array; any ``H, W`` (tiles past the edge are zero padded).
+      kernel: ``(k, k, C_in, C_out)`` with ``k`` odd.
+      tile: output tile side ``m`` of F(m x m, k x k); 2 or 4 are the useful ones for k = 3.
+
+    Returns:
+      ``(N, H, W, C_out)`` in the promoted dtype of ``x`` and ``kernel``.
+    """
+    if kernel.ndim != 4 or x.ndim != 4 or kernel.shape[2] != x.shape[3]:
+        raise ValueError(f"need x (N, H, W, C) and kernel (k, k, C, C_out); got {x.shape} and {kernel.shape}")
+    if kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 != 1:
+        raise ValueError(f"the kernel must be square with an odd side, got {kernel.shape[:2]}")
+    if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
+        raise ValueError(f"tile must be a positive int, got {tile!r}")
+    winograd_matrices(tile, kernel.shape[0])   # raises for an F(tile, k) with too many points
+    dtype = jnp.promote_types(x.dtype, kernel.dtype)
+    return _conv_same_winograd(x.astype(dtype), kernel.astype(dtype), tile)
+
+
+def _layer_impl(layer: int, n_convs: int, use_matmul: bool, conv_impl: str = "xla") -> str:
     """How convolution ``layer`` of a block is computed."""
-    if not use_matmul:
-        return "conv"
-    if layer == 0:
+    if use_matmul and layer == 0:
         return "im2col"      # C_in = 2: the patch matrix is only k*k*2 wide
-    if layer == n_convs - 1:
+    if use_matmul and layer == n_convs - 1:
         return "shift_sum"   # C_out = 2: the product is only k*k*2 wide
-    return "conv"            # F -> F convolutions are already fast as convolutions
+    if 0 < layer < n_convs - 1:
+        return {"xla": "conv", "winograd": "winograd2", "winograd4": "winograd4"}[conv_impl]   # F -> F
+    return "conv"
 
 
 def _conv_layer(x, kernel, bias, impl):
@@ -129,12 +367,14 @@ def _conv_layer(x, kernel, bias, impl):
         y = _conv_same_im2col(x, kernel)
     elif impl == "shift_sum":
         y = _conv_same_shift_sum(x, kernel)
+    elif impl in ("winograd2", "winograd4"):
+        y = _conv_same_winograd(x, kernel, int(impl[-1]))
     else:  # pragma: no cover - _layer_impl returns only these
         raise ValueError(f"unknown conv impl {impl!r}")
     return y + bias
 
 
-def block_apply(convs, x, small_conv_impl="auto"):
+def block_apply(convs, x, small_conv_impl="auto", conv_impl="auto"):
     """One residual CNN block as a pure function: ``x + conv_{n-1}(relu(... relu(conv_0(x))))``.
 
     Args:
@@ -142,13 +382,16 @@ def block_apply(convs, x, small_conv_impl="auto"):
         ``params['params']['block_{c}']``.
       x: real ``(N, H, W, 2)`` image (channels real, imag).
       small_conv_impl: ``"auto"``, ``"conv"`` or ``"matmul"`` (see the module docstring).
+      conv_impl: ``"auto"``, ``"xla"``, ``"winograd"`` or ``"winograd4"``: how the hidden
+        ``F -> F`` convolutions are computed (see the module docstring).
     """
     n_convs = len(convs)
     use_matmul = _resolve_small_conv_impl(small_conv_impl) == "matmul"
+    conv_impl = _resolve_conv_impl(conv_impl)
     h = x
     for layer in range(n_convs):
         p = convs[f"conv_{layer}"]
-        h = _conv_layer(h, p["kernel"], p["bias"], _layer_impl(layer, n_convs, use_matmul))
+        h = _conv_layer(h, p["kernel"], p["bias"], _layer_impl(layer, n_convs, use_matmul, conv_impl))
         if layer < n_convs - 1:
             h = jax.nn.relu(h)
     return x + h
@@ -182,6 +425,7 @@ class CascadeBlock(nn.Module):
     features: int = 64
     kernel_size: int = 3
     small_conv_impl: str = "auto"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x):
@@ -191,7 +435,7 @@ class CascadeBlock(nn.Module):
             c_in = n_channels if layer == 0 else self.features
             c_out = n_channels if layer == self.n_convs - 1 else self.features
             convs[f"conv_{layer}"] = _ConvParams(c_in, c_out, self.kernel_size, name=f"conv_{layer}")()
-        return block_apply(convs, x, self.small_conv_impl)
+        return block_apply(convs, x, self.small_conv_impl, self.conv_impl)
 
 
 def _to_channels(x):
@@ -241,6 +485,10 @@ class Cascade(nn.Module):
       small_conv_impl: ``"auto"`` (matmul on the CPU backend, XLA convolution otherwise),
         ``"conv"`` or ``"matmul"``: how the thin first and last convolution of each block
         are computed (see the module docstring).  Parameters are identical.
+      conv_impl: ``"auto"`` (XLA convolution on every backend), ``"xla"``, ``"winograd"``
+        (F(2x2, 3x3)) or ``"winograd4"`` (F(4x4, 3x3)): how the hidden ``F -> F``
+        convolutions are computed (see the module docstring).  Parameters are identical;
+        the Winograd options support reverse-mode autodiff only (no ``jax.jvp``).
 
     Example::
 
@@ -257,6 +505,7 @@ class Cascade(nn.Module):
     learn_noise_level: bool = False
     remat: bool = False
     small_conv_impl: str = "auto"
+    conv_impl: str = "auto"
 
     def __post_init__(self):
         for name in ("n_cascades", "n_convs", "features", "kernel_size"):
@@ -268,6 +517,8 @@ class Cascade(nn.Module):
                 f"kernel_size must be odd ('same' padding is symmetric only then), got {self.kernel_size}")
         if self.small_conv_impl not in SMALL_CONV_IMPLS:
             raise ValueError(f"small_conv_impl must be one of {SMALL_CONV_IMPLS}, got {self.small_conv_impl!r}")
+        if self.conv_impl not in CONV_IMPLS:
+            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
         if self.noise_level is not None:
             if not isinstance(self.noise_level, (int, float)) or isinstance(self.noise_level, bool):
                 raise TypeError(f"noise_level must be None or a number, got {type(self.noise_level).__name__}")
@@ -310,7 +561,8 @@ class Cascade(nn.Module):
         lead, (h, w) = x.shape[:-2], x.shape[-2:]
         noise_levels = self._noise_levels()
         blocks = [CascadeBlock(n_convs=self.n_convs, features=self.features, kernel_size=self.kernel_size,
-                               small_conv_impl=self.small_conv_impl, name=f"block_{c}")
+                               small_conv_impl=self.small_conv_impl, conv_impl=self.conv_impl,
+                               name=f"block_{c}")
                   for c in range(self.n_cascades)]
 
         def cascade_step(x, block_fn, noise_level):
@@ -335,7 +587,7 @@ class Cascade(nn.Module):
 
         def body(x, scanned):
             block_params, lam = scanned
-            block_fn = lambda z: block_apply(block_params, z, self.small_conv_impl)
+            block_fn = lambda z: block_apply(block_params, z, self.small_conv_impl, self.conv_impl)
             return cascade_step(x, block_fn, lam if learned else self.noise_level), None
 
         lams = jnp.stack(noise_levels) if learned else None
