@@ -52,25 +52,15 @@ from absl import flags
 
 from experiments import common
 
-MODEL_HELP = ("A checkpoint folder (experiments.train_cascade), 'deepmri_npz' (the published D5-C5, with "
-              "--weights) or 'cs' (compressed sensing).")
-
-
 def define_flags() -> flags.FlagValues:
-    from mrijax import masks
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_string("out_dir", None, "Folder for all outputs (created).", **d)
-    flags.DEFINE_string("model", common.DEFAULT_CHECKPOINT, MODEL_HELP, **d)
-    flags.DEFINE_string("weights", None, "Path of d5_c5.npz for --model=deepmri_npz.", **d)
-    flags.DEFINE_bool("flip_filters", False, "Load the published weights as convolutions (Lasagne CPU).", **d)
+    common.define_out_flags(fv, resume=False)
+    common.define_model_flags(fv, cs_iters=False)
     flags.DEFINE_string("image", "mni:axial", "The image x: mni[:axial|coronal|sagittal], shepp_logan, ellipses "
                         "or a file (mrijax.data.images.load_images; the middle image); its magnitude is used.", **d)
     flags.DEFINE_integer("size", 64, "Image side.", lower_bound=16, **d)
-    flags.DEFINE_enum("mask", "gaussian_lines", list(masks.KINDS), "Sampling mask kind.", **d)
-    flags.DEFINE_float("acceleration", 3.0, "Acceleration R (sampling rate about 1/R).", lower_bound=1.0, **d)
-    flags.DEFINE_integer("sample_n", 8, "Always-sampled centre lines (gaussian_lines).", lower_bound=0, **d)
-    flags.DEFINE_integer("mask_seed", 0, "Seed of the mask.", lower_bound=0, **d)
+    common.define_mask_flags(fv)
     flags.DEFINE_integer("steps", 60, "Iterations of each search.", lower_bound=1, **d)
     flags.DEFINE_float("radius", 0.05, "||r|| <= radius * ||x|| for every perturbation.", **d)
     flags.DEFINE_float("lr", None, "Step of the projected search (default radius / 20).", **d)
@@ -108,7 +98,6 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("curve_num_images", 3, "How many of them.", lower_bound=1, **d)
     flags.DEFINE_integer("curve_steps", 40, "Iterations of each curve attack.", lower_bound=1, **d)
     flags.DEFINE_float("curve_radius", None, "Radius of the curve attacks (default --radius).", **d)
-    flags.mark_flag_as_required("out_dir", flag_values=fv)
     return fv
 
 
@@ -305,10 +294,9 @@ def _given_models(fv):
 
 def _curve_inputs(fv):
     """The curve's mask and images (built before any long computation, so bad flags fail early)."""
-    from mrijax import masks
     from mrijax.data.images import load_images
     size = fv.curve_size
-    mask = masks.for_acceleration(fv.mask, (size, size), fv.acceleration, fv.mask_seed, sample_n=fv.sample_n)
+    mask = common.mask_from_flags(fv, size)
     xs = np.abs(np.asarray(load_images(fv.curve_images, size, count=fv.curve_num_images,
                                        seed=fv.seed))).astype(np.float32)
     return mask, xs
@@ -455,7 +443,6 @@ def _grid_part(fv, recon, x, mask, zones, values, results, arrays, save):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    from mrijax import masks
     from mrijax.data.images import load_images
 
     # Everything that can be wrong with the flags fails here, before any long computation.
@@ -474,7 +461,7 @@ def run(fv) -> dict:
     if with_grid:
         size = fv.size
         _zones_and_details(zones, values, size, fv.detail_scale)
-        mask = masks.for_acceleration(fv.mask, (size, size), fv.acceleration, fv.mask_seed, sample_n=fv.sample_n)
+        mask = common.mask_from_flags(fv)
         x = np.abs(np.asarray(load_images(fv.image, size, count=1, seed=fv.seed))[0]).astype(np.float32)
         recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
                                                        flip_filters=fv.flip_filters)
@@ -503,13 +490,7 @@ def run(fv) -> dict:
 
 
 def main(argv=None) -> int:
-    fv = common.parse(define_flags, argv)
-    try:
-        run(fv)
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return common.main(define_flags, run, argv)
 
 
 if __name__ == "__main__":

@@ -173,15 +173,22 @@ def define_out_flags(fv, *, resume: bool = True) -> None:
         flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out_dir.", flag_values=fv)
 
 
-def define_model_flags(fv, *, model: str = DEFAULT_CHECKPOINT, cs_iters: bool = True) -> None:
-    """``--model``, ``--weights``, ``--flip_filters`` (and ``--cs_iters``) for :func:`load_reconstruction`."""
+def define_model_flags(fv, *, model: str = DEFAULT_CHECKPOINT, cs_iters: bool = True,
+                       model_help: str = MODEL_HELP, cs_iters_lower_bound: int | None = None) -> None:
+    """``--model``, ``--weights``, ``--flip_filters`` (and ``--cs_iters``) for :func:`load_reconstruction`.
+
+    ``model_help`` replaces :data:`MODEL_HELP` for a script that accepts fewer models (only
+    mask-agnostic ones, or no ``cs``); ``cs_iters_lower_bound`` is the smallest ``--cs_iters``
+    the parser accepts (``None``: no bound).
+    """
     from absl import flags
     d = dict(flag_values=fv)
-    flags.DEFINE_string("model", model, MODEL_HELP, **d)
+    flags.DEFINE_string("model", model, model_help, **d)
     flags.DEFINE_string("weights", None, "Path of d5_c5.npz for --model=deepmri_npz.", **d)
     flags.DEFINE_bool("flip_filters", False, "Load the published weights as convolutions (Lasagne CPU).", **d)
     if cs_iters:
-        flags.DEFINE_integer("cs_iters", None, "CS iterations (default: mrijax.cs default).", **d)
+        flags.DEFINE_integer("cs_iters", None, "CS iterations (default: mrijax.cs default).",
+                             lower_bound=cs_iters_lower_bound, **d)
 
 
 def define_image_flags(fv, *, images: str = "shepp_logan", num_images: int = 1, size: int = 128) -> None:
@@ -193,13 +200,18 @@ def define_image_flags(fv, *, images: str = "shepp_logan", num_images: int = 1, 
     flags.DEFINE_integer("size", size, "Image side (images are cropped/resized to it).", lower_bound=8, **d)
 
 
-def define_mask_flags(fv, *, mask: str = "gaussian_lines", acceleration: float = 3.0, sample_n: int = 8,
-                      acceleration_flag: bool = True) -> None:
-    """``--mask``, ``--acceleration``, ``--sample_n``, ``--mask_seed`` for :func:`mask_from_flags`."""
+def define_mask_flags(fv, *, mask: str = "gaussian_lines", acceleration: float = 3.0, sample_n: int | None = 8,
+                      acceleration_flag: bool = True, kinds=None) -> None:
+    """``--mask``, ``--acceleration``, ``--sample_n``, ``--mask_seed`` for :func:`mask_from_flags`.
+
+    ``kinds`` are the values ``--mask`` accepts (default :data:`mrijax.masks.KINDS`; e.g.
+    ``masks.NESTED_KINDS`` for a script that builds nested masks); ``acceleration_flag=False``
+    leaves ``--acceleration`` out (a script that takes sampling rates instead).
+    """
     from absl import flags
     from mrijax import masks
     d = dict(flag_values=fv)
-    flags.DEFINE_enum("mask", mask, list(masks.KINDS), "Sampling mask kind.", **d)
+    flags.DEFINE_enum("mask", mask, list(masks.KINDS if kinds is None else kinds), "Sampling mask kind.", **d)
     if acceleration_flag:
         flags.DEFINE_float("acceleration", acceleration, "Acceleration R (sampling rate about 1/R).",
                            lower_bound=1.0, **d)
@@ -207,11 +219,14 @@ def define_mask_flags(fv, *, mask: str = "gaussian_lines", acceleration: float =
     flags.DEFINE_integer("mask_seed", 0, "Seed of the mask.", lower_bound=0, **d)
 
 
-def mask_from_flags(fv):
-    """The ``(size, size)`` mask the mask flags describe (:func:`mrijax.masks.for_acceleration`)."""
+def mask_from_flags(fv, size: int | None = None):
+    """The ``(size, size)`` mask the mask flags describe (:func:`mrijax.masks.for_acceleration`).
+
+    ``size`` defaults to ``--size``; give it for a mask of another side from the same flags.
+    """
     from mrijax import masks
-    return masks.for_acceleration(fv.mask, (fv.size, fv.size), fv.acceleration, fv.mask_seed,
-                                  sample_n=fv.sample_n)
+    size = fv.size if size is None else size
+    return masks.for_acceleration(fv.mask, (size, size), fv.acceleration, fv.mask_seed, sample_n=fv.sample_n)
 
 
 def prepare_out_dir(fv, not_numeric=("resume", "out_dir")) -> None:
@@ -235,6 +250,85 @@ def prepare_out_dir(fv, not_numeric=("resume", "out_dir")) -> None:
     diff = sorted(k for k in set(stored) | set(numeric) if stored.get(k) != _jsonable(numeric.get(k)))
     if diff:
         raise ValueError(f"--resume with flags that differ from the stored run: {diff}")
+
+
+# ----------------------------------------------------------------------------- resumable searches
+
+_STATE_FIELDS = ("r", "v", "t", "active", "diverged", "stopped_at", "snapshots")
+
+
+def search_state_to_npz(state) -> dict:
+    """An :mod:`mrijax.attacks` search state as plain arrays (history entries as ``history_<name>``)."""
+    out = {k: np.asarray(getattr(state, k)) for k in _STATE_FIELDS}
+    out.update({f"history_{k}": np.asarray(v) for k, v in state.history.items()})
+    return out
+
+
+def search_state_from_npz(arrays, template):
+    """The search state :func:`search_state_to_npz` saved, in the structure of ``template``.
+
+    Raises ``ValueError`` when the saved arrays do not fit ``template`` (another problem).
+    """
+    import jax.numpy as jnp
+    fields = {k: jnp.asarray(arrays[k]) for k in _STATE_FIELDS}
+    hist = {k: jnp.asarray(arrays[f"history_{k}"]) for k in template.history}
+    new = template._replace(**fields, history=hist)
+    for name in ("r", "snapshots", "active"):
+        if getattr(new, name).shape != getattr(template, name).shape:
+            raise ValueError(f"saved search state does not fit this run ({name} shape "
+                             f"{getattr(new, name).shape} vs {getattr(template, name).shape})")
+    return new
+
+
+def run_search(recon, cfg, prob, state, *, state_path: str, resume: bool, chunk: int, report: Callable,
+               label: str):
+    """:func:`mrijax.attacks.run` that saves its state to ``state_path`` after every ``chunk`` iterations.
+
+    With ``resume`` and a state saved there, the search continues from it (printing
+    ``"{label} resuming at iteration t"``).  ``report(state)`` prints progress after each
+    save.  Returns the final state.
+    """
+    from mrijax import attacks
+    if resume and os.path.exists(state_path):
+        state = search_state_from_npz(load_npz(state_path), state)
+        print(f"{label} resuming at iteration {int(state.t)}", flush=True)
+
+    def save_and_report(s):
+        save_npz(state_path, **search_state_to_npz(s))
+        report(s)
+    return attacks.run(recon, cfg, prob, state, chunk=chunk, callback=save_and_report)
+
+
+def batch_state_path(fv, j: int) -> str:
+    """Where batch ``j``'s search state is saved while it runs (see :func:`run_batches`)."""
+    return os.path.join(fv.out_dir, f"state_batch{j}.npz")
+
+
+def run_batches(fv, images, attack_batch: Callable) -> list:
+    """Process ``images`` in batches of ``--batch``, resumably; returns each batch's dict of arrays.
+
+    Batch ``j`` is ``attack_batch(j, n_batches, xb, key)``, ``key`` being
+    ``fold_in(key(--seed), j)``; its result is saved as ``batch{j}.npz`` in ``--out_dir`` and its
+    search state (:func:`batch_state_path`) removed.  With ``--resume`` a finished batch is loaded
+    instead of recomputed.
+    """
+    import jax
+    n = images.shape[0]
+    batches = [images[i:i + fv.batch] for i in range(0, n, fv.batch)]
+    parts = []
+    for j, xb in enumerate(batches):
+        done_path = os.path.join(fv.out_dir, f"batch{j}.npz")
+        if fv.resume and os.path.exists(done_path):
+            print(f"[batch {j + 1}/{len(batches)}] already finished, loading it", flush=True)
+            parts.append(load_npz(done_path))
+            continue
+        key = jax.random.fold_in(jax.random.key(fv.seed), j)
+        part = attack_batch(j, len(batches), xb, key)
+        save_npz(done_path, **part)
+        if os.path.exists(batch_state_path(fv, j)):
+            os.remove(batch_state_path(fv, j))
+        parts.append(part)
+    return parts
 
 
 def main(define_flags: Callable, run: Callable, argv=None) -> int:

@@ -39,7 +39,6 @@ Examples::
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -51,18 +50,14 @@ from experiments import common
 
 
 def define_flags() -> flags.FlagValues:
-    from mrijax import masks
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_string("out_dir", None, "Folder for all outputs (created).", **d)
+    common.define_out_flags(fv)
     flags.DEFINE_integer("size", 64, "Image side.", lower_bound=8, **d)
     flags.DEFINE_string("image", "shepp_logan", "The image x1: shepp_logan, ellipses (drawn with --seed), "
                         "mni[:axial], or a file (mrijax.data.images.load_images); its magnitude is used.", **d)
-    flags.DEFINE_enum("mask", "exact_count_lines", list(masks.KINDS),
-                      "Sampling mask kind (default: exactly size/acceleration phase-encode lines).", **d)
-    flags.DEFINE_float("acceleration", 4.0, "Acceleration R (4: 25% of the lines).", lower_bound=1.0, **d)
-    flags.DEFINE_integer("sample_n", None, "Always-sampled centre lines (gaussian_lines only).", **d)
-    flags.DEFINE_integer("mask_seed", 0, "Seed of the mask.", lower_bound=0, **d)
+    # exact_count_lines: exactly size / acceleration phase-encode lines (R = 4: 25% of them).
+    common.define_mask_flags(fv, mask="exact_count_lines", acceleration=4.0, sample_n=None)
     flags.DEFINE_integer("hidden", 64, "AUTOMAP's hidden width (25000 in the paper, 64 in DL4IA).",
                          lower_bound=1, **d)
     flags.DEFINE_integer("conv_features", 64, "Channels of AUTOMAP's two 5x5 convolutions.", lower_bound=1, **d)
@@ -89,8 +84,6 @@ def define_flags() -> flags.FlagValues:
                          lower_bound=0, **d)
     flags.DEFINE_integer("chunk", 50, "Iterations between progress lines / saves of the training state.",
                          lower_bound=1, **d)
-    flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out_dir.", **d)
-    flags.mark_flag_as_required("out_dir", flag_values=fv)
     return fv
 
 
@@ -148,22 +141,6 @@ def _detail(fv, center, axes):
         raise ValueError("the detail ellipse covers no pixel: enlarge --detail_axes or move --detail_center "
                          "into the image")
     return d
-
-
-def _check_config(fv):
-    cfg_path = os.path.join(fv.out_dir, "run_config.json")
-    numeric = {k: v for k, v in common.flag_dict(fv).items() if k not in _NOT_NUMERIC}
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            stored = json.load(f)
-        if not fv.resume:
-            raise FileExistsError(f"{fv.out_dir} already holds a run; pass --resume to continue it or "
-                                  "choose another --out_dir")
-        diff = sorted(k for k in set(stored) | set(numeric) if stored.get(k) != common._jsonable(numeric.get(k)))
-        if diff:
-            raise ValueError(f"--resume with flags that differ from the stored run: {diff}")
-    else:
-        common.save_json(cfg_path, numeric)
 
 
 def _save_fit(path, fit, history):
@@ -363,9 +340,8 @@ def _network_entries(a, vis):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    import jax
     import jax.numpy as jnp
-    from mrijax import fourier, masks
+    from mrijax import fourier
     from mrijax import hallucination as hal
     from mrijax.data.images import load_images
     from mrijax.models import Automap
@@ -373,7 +349,7 @@ def run(fv) -> dict:
     # Everything that can be wrong with the flags fails here, before any long computation.
     center, axes, vis = _check_flags(fv)
     size = fv.size
-    mask = masks.for_acceleration(fv.mask, (size, size), fv.acceleration, fv.mask_seed, sample_n=fv.sample_n)
+    mask = common.mask_from_flags(fv)
     x1 = np.asarray(load_images(fv.image, size, count=1, seed=fv.seed))[0]
     notes = []
     if np.iscomplexobj(x1):
@@ -401,8 +377,7 @@ def run(fv) -> dict:
         print(f"{label}||A x_det||_2 = {a_norm[i]:.4g}   ||x_det||_2 = {d_norm[i]:.4g}   "
               f"||A x_det|| / ||x_det|| = {a_norm[i] / d_norm[i]:.4g}", flush=True)
 
-    os.makedirs(fv.out_dir, exist_ok=True)
-    _check_config(fv)
+    common.prepare_out_dir(fv, _NOT_NUMERIC)
     model = Automap(n=size, m=int(mask.sum()), hidden=fv.hidden, conv_features=fv.conv_features)
     y_example = fourier.gather(fourier.fft2c(targets[0, :1]), mask)
     t0 = time.time()
@@ -457,13 +432,7 @@ def run(fv) -> dict:
 
 
 def main(argv=None) -> int:
-    fv = common.parse(define_flags, argv)
-    try:
-        run(fv)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return common.main(define_flags, run, argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ Example (the shipped checkpoint on MNI axial slices; the published network with
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -53,32 +52,22 @@ def define_flags() -> flags.FlagValues:
     from mrijax import masks
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_string("out_dir", None, "Folder for all outputs (created).", **d)
-    flags.DEFINE_string("model", common.DEFAULT_CHECKPOINT, MODEL_HELP, **d)
-    flags.DEFINE_string("weights", None, "Path of d5_c5.npz for --model=deepmri_npz.", **d)
-    flags.DEFINE_bool("flip_filters", False, "Load the published weights as convolutions (Lasagne CPU).", **d)
-    flags.DEFINE_string("images", "mni:axial",
-                        "Images: shepp_logan, ellipses, mni[:axial|coronal|sagittal], or a file path "
-                        "(mrijax.data.images.load_images).", **d)
-    flags.DEFINE_integer("num_images", 4, "How many images.", lower_bound=1, **d)
-    flags.DEFINE_integer("size", 128, "Image side (images are cropped/resized to it).", lower_bound=8, **d)
-    flags.DEFINE_enum("mask", "gaussian_lines", list(masks.NESTED_KINDS), "Kind of the nested masks.", **d)
+    common.define_out_flags(fv)
+    common.define_model_flags(fv, model_help=MODEL_HELP, cs_iters_lower_bound=1)
+    common.define_image_flags(fv, images="mni:axial", num_images=4, size=128)
+    # The nested masks: one per --rates entry instead of one --acceleration.
+    common.define_mask_flags(fv, kinds=masks.NESTED_KINDS, acceleration_flag=False)
     flags.DEFINE_list("rates", DEFAULT_RATES, "Sampling rates in (0, 1] (line kinds realise "
                       "floor(W * rate) / W).", **d)
-    flags.DEFINE_integer("sample_n", 8, "Always-sampled centre lines (gaussian_lines only).", lower_bound=0, **d)
-    flags.DEFINE_integer("mask_seed", 0, "Seed of the nested masks.", lower_bound=0, **d)
     flags.DEFINE_float("train_rate", 0.33, "The rate the network was trained at (marked in the figure; "
                        "0.33 for the shipped checkpoint and D5-C5).", **d)
     flags.DEFINE_integer("seed", 0, "Seed of --images=ellipses.", lower_bound=0, **d)
     flags.DEFINE_bool("compare_cs", True, "Add compressed sensing.", **d)
-    flags.DEFINE_integer("cs_iters", None, "CS iterations (default: mrijax.cs default).", lower_bound=1, **d)
     flags.DEFINE_integer("image_batch", 8, "Images per compiled call (each with all the rates).",
                          lower_bound=1, **d)
     flags.DEFINE_list("show_rates", [], "Rates of the example reconstructions (the nearest of --rates is "
                       "shown; default: lowest, nearest the training rate, highest).", **d)
     flags.DEFINE_integer("example_image", 0, "Index of the image shown.", lower_bound=0, **d)
-    flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out_dir.", **d)
-    flags.mark_flag_as_required("out_dir", flag_values=fv)
     return fv
 
 
@@ -254,20 +243,7 @@ def run(fv) -> dict:
     if fv.compare_cs or fv.model == "cs":
         cs_recon, _ = common.load_reconstruction("cs", masks_r, cs_iters=fv.cs_iters)
 
-    os.makedirs(fv.out_dir, exist_ok=True)
-    cfg_path = os.path.join(fv.out_dir, "run_config.json")
-    numeric = {k: v for k, v in common.flag_dict(fv).items() if k not in _NOT_NUMERIC}
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            stored = json.load(f)
-        if not fv.resume:
-            raise FileExistsError(f"{fv.out_dir} already holds a run; pass --resume to continue it or "
-                                  "choose another --out_dir")
-        diff = sorted(k for k in set(stored) | set(numeric) if stored.get(k) != common._jsonable(numeric.get(k)))
-        if diff:
-            raise ValueError(f"--resume with flags that differ from the stored run: {diff}")
-    else:
-        common.save_json(cfg_path, numeric)
+    common.prepare_out_dir(fv, _NOT_NUMERIC)
 
     t0 = time.time()
     batch = min(fv.image_batch, images.shape[0])
@@ -315,13 +291,7 @@ def run(fv) -> dict:
 
 
 def main(argv=None) -> int:
-    fv = common.parse(define_flags, argv)
-    try:
-        run(fv)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return common.main(define_flags, run, argv)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ Example (the shipped checkpoint on four 64 x 64 MNI axial slices, 256 draws each
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -49,30 +48,14 @@ from absl import flags
 
 from experiments import common
 
-MODEL_HELP = ("A checkpoint folder (experiments.train_cascade / train_automap), 'deepmri_npz' "
-              "(the published D5-C5, with --weights) or 'cs' (compressed sensing).")
-
-
 def define_flags() -> flags.FlagValues:
-    from mrijax import masks
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_string("out_dir", None, "Folder for all outputs (created).", **d)
-    flags.DEFINE_string("model", common.DEFAULT_CHECKPOINT, MODEL_HELP, **d)
-    flags.DEFINE_string("weights", None, "Path of d5_c5.npz for --model=deepmri_npz.", **d)
-    flags.DEFINE_bool("flip_filters", False, "Load the published weights as convolutions (Lasagne CPU).", **d)
-    flags.DEFINE_integer("cs_iters", None, "CS iterations for --model=cs (default: mrijax.cs default).",
-                         lower_bound=1, **d)
-    flags.DEFINE_string("images", "mni:axial",
-                        "Images: shepp_logan, ellipses, mni[:axial|coronal|sagittal], or a file path "
-                        "(mrijax.data.images.load_images).", **d)
-    flags.DEFINE_integer("num_images", 4, "How many images (N).", lower_bound=1, **d)
-    flags.DEFINE_integer("size", 64, "Image side (images are cropped/resized to it).", lower_bound=8, **d)
-    flags.DEFINE_enum("mask", "gaussian_lines", list(masks.KINDS), "Sampling mask kind.", **d)
-    flags.DEFINE_float("acceleration", 3.0, "Acceleration R (sampling rate about 1/R).", lower_bound=1.0, **d)
-    flags.DEFINE_integer("sample_n", 4, "Always-sampled centre lines (gaussian_lines; 4 at 64 is the "
-                         "fraction the shipped checkpoint was trained with).", lower_bound=0, **d)
-    flags.DEFINE_integer("mask_seed", 0, "Seed of the mask.", lower_bound=0, **d)
+    common.define_out_flags(fv)
+    common.define_model_flags(fv, cs_iters_lower_bound=1)
+    common.define_image_flags(fv, images="mni:axial", num_images=4, size=64)
+    # sample_n=4 at size 64 is the fraction the shipped checkpoint was trained with.
+    common.define_mask_flags(fv, sample_n=4)
     flags.DEFINE_integer("steps", 100, "Iterations of the worst-case search.", lower_bound=1, **d)
     flags.DEFINE_float("radius", 0.02, "l2 radius of r (see --radius_relative_to).", **d)
     flags.DEFINE_enum("radius_relative_to", "x", ["absolute", "x", "measurements"],
@@ -93,8 +76,6 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("chunk", 25, "Search iterations per compiled call between progress lines.",
                          lower_bound=1, **d)
     flags.DEFINE_integer("example_image", 0, "Image of the example row of the figure.", lower_bound=0, **d)
-    flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out_dir.", **d)
-    flags.mark_flag_as_required("out_dir", flag_values=fv)
     return fv
 
 
@@ -307,7 +288,6 @@ def _figure(fv, arrays, thresholds):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    from mrijax import masks
     from mrijax.data.images import load_images
 
     # Everything that can be wrong with the flags fails here, before any long computation.
@@ -317,27 +297,14 @@ def run(fv) -> dict:
         raise ValueError(f"--radius must be > 0, got {fv.radius}")
     if fv.real and fv.domain == "measurement":
         raise ValueError("--real is for image-domain perturbations; drop it or use --domain=image")
-    mask = masks.for_acceleration(fv.mask, (size, size), fv.acceleration, fv.mask_seed, sample_n=fv.sample_n)
+    mask = common.mask_from_flags(fv)
     images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
     if fv.example_image >= images.shape[0]:
         raise ValueError(f"--example_image={fv.example_image} but --images gave {images.shape[0]} image(s)")
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
                                                    flip_filters=fv.flip_filters, cs_iters=fv.cs_iters)
 
-    os.makedirs(fv.out_dir, exist_ok=True)
-    cfg_path = os.path.join(fv.out_dir, "run_config.json")
-    numeric = {k: v for k, v in common.flag_dict(fv).items() if k not in _NOT_NUMERIC}
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            stored = json.load(f)
-        if not fv.resume:
-            raise FileExistsError(f"{fv.out_dir} already holds a run; pass --resume to continue it or "
-                                  "choose another --out_dir")
-        diff = sorted(k for k in set(stored) | set(numeric) if stored.get(k) != common._jsonable(numeric.get(k)))
-        if diff:
-            raise ValueError(f"--resume with flags that differ from the stored run: {diff}")
-    else:
-        common.save_json(cfg_path, numeric)
+    common.prepare_out_dir(fv, _NOT_NUMERIC)
 
     t0 = time.time()
     wc_path = os.path.join(fv.out_dir, "worst_case.npz")
@@ -384,13 +351,7 @@ def run(fv) -> dict:
 
 
 def main(argv=None) -> int:
-    fv = common.parse(define_flags, argv)
-    try:
-        run(fv)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return common.main(define_flags, run, argv)
 
 
 if __name__ == "__main__":

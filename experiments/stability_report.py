@@ -51,28 +51,13 @@ from absl import flags
 
 from experiments import common
 
-MODEL_HELP = ("A checkpoint folder (experiments.train_cascade / train_automap), 'deepmri_npz' "
-              "(the published D5-C5, with --weights) or 'cs' (compressed sensing).")
-
-
 def define_flags() -> flags.FlagValues:
-    from mrijax import masks
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_string("out_dir", None, "Folder for all outputs (created).", **d)
-    flags.DEFINE_string("model", common.DEFAULT_CHECKPOINT, MODEL_HELP, **d)
-    flags.DEFINE_string("weights", None, "Path of d5_c5.npz for --model=deepmri_npz.", **d)
-    flags.DEFINE_bool("flip_filters", False, "Load the published weights as convolutions (Lasagne CPU).", **d)
-    flags.DEFINE_integer("cs_iters", None, "CS iterations for --model=cs (default: mrijax.cs default).", **d)
-    flags.DEFINE_string("images", "mni",
-                        "Images: shepp_logan, ellipses, mni[:axial|coronal|sagittal], or a "
-                        ".npy/.npz/.mat/.h5/.nii/DICOM path (mrijax.data.images.load_images).", **d)
-    flags.DEFINE_integer("num_images", 2, "How many images.", lower_bound=1, **d)
-    flags.DEFINE_integer("size", 64, "Image side (images are cropped/resized to it).", lower_bound=8, **d)
-    flags.DEFINE_enum("mask", "gaussian_lines", list(masks.KINDS), "Sampling mask kind.", **d)
-    flags.DEFINE_float("acceleration", 3.0, "Acceleration R (sampling rate about 1/R).", lower_bound=1.0, **d)
-    flags.DEFINE_integer("sample_n", 8, "Always-sampled centre lines (gaussian_lines).", lower_bound=0, **d)
-    flags.DEFINE_integer("mask_seed", 0, "Seed of the mask.", lower_bound=0, **d)
+    common.define_out_flags(fv)
+    common.define_model_flags(fv)
+    common.define_image_flags(fv, images="mni", num_images=2, size=64)
+    common.define_mask_flags(fv)
     flags.DEFINE_list("radii", ["0.005", "0.01", "0.02", "0.05"],
                       "Radii of the worst-case search: ||r|| <= radius (see --radius_relative_to).", **d)
     flags.DEFINE_enum("radius_relative_to", "x", ["absolute", "x", "measurements"],
@@ -94,8 +79,6 @@ def define_flags() -> flags.FlagValues:
                          lower_bound=1, **d)
     flags.DEFINE_integer("max_figures", 4, "Per-image figures for at most this many images.", lower_bound=0,
                          **d)
-    flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out_dir.", **d)
-    flags.mark_flag_as_required("out_dir", flag_values=fv)
     return fv
 
 
@@ -158,25 +141,6 @@ def _error_split(recon, ref, mask) -> dict:
     return {k: np.asarray(v) for k, v in hallucination.error_split(recon, ref, mask).items()}
 
 
-def _state_to_npz(state):
-    out = {k: np.asarray(getattr(state, k)) for k in ("r", "v", "t", "active", "diverged", "stopped_at",
-                                                      "snapshots")}
-    out.update({f"history_{k}": np.asarray(v) for k, v in state.history.items()})
-    return out
-
-
-def _state_from_npz(arrays, template):
-    import jax.numpy as jnp
-    fields = {k: jnp.asarray(arrays[k]) for k in ("r", "v", "t", "active", "diverged", "stopped_at",
-                                                  "snapshots")}
-    new = template._replace(**fields, history={k: jnp.asarray(arrays[f"history_{k}"]) for k in template.history})
-    for name in ("r", "snapshots", "active"):
-        if getattr(new, name).shape != getattr(template, name).shape:
-            raise ValueError(f"saved search state does not fit this run ({name} shape "
-                             f"{getattr(new, name).shape} vs {getattr(template, name).shape})")
-    return new
-
-
 def _progress(j, n_batches, steps):
     t0 = time.time()
 
@@ -199,22 +163,15 @@ def _batch(fv, j, n_batches, recon, xb, mask, radii, key):
     from mrijax import attacks, fourier
 
     t0 = time.time()
-    state_path = os.path.join(fv.out_dir, f"state_batch{j}.npz")
     n_r = radii.size
     xs = np.broadcast_to(xb[None], (n_r,) + xb.shape)                      # (R, B, H, W)
     cfg, prob, state, bshape = attacks.setup(
         recon, xs, mask, key=key, steps=fv.steps, momentum=fv.momentum, tau=fv.tau, real=fv.real,
         radius=radii[:, None], radius_relative_to=fv.radius_relative_to, schedule=fv.schedule,
         target="prediction")
-    if fv.resume and os.path.exists(state_path):
-        state = _state_from_npz(common.load_npz(state_path), state)
-        print(f"[batch {j + 1}/{n_batches}] resuming at iteration {int(state.t)}", flush=True)
-    report = _progress(j, n_batches, fv.steps)
-
-    def save_and_report(s):
-        common.save_npz(state_path, **_state_to_npz(s))
-        report(s)
-    state = attacks.run(recon, cfg, prob, state, chunk=fv.chunk, callback=save_and_report)
+    state = common.run_search(recon, cfg, prob, state, state_path=common.batch_state_path(fv, j), resume=fv.resume,
+                              chunk=fv.chunk, report=_progress(j, n_batches, fv.steps),
+                              label=f"[batch {j + 1}/{n_batches}]")
     res = attacks.result_from_state(cfg, state, prob, bshape)
 
     r_rb = np.asarray(res.r)                                               # (R, B, H, W)
@@ -613,52 +570,24 @@ def _to_html(blocks, folder):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    import jax
-    from mrijax import masks
     from mrijax.data.images import load_images
 
     # Everything that can be wrong with the flags fails here, before any long computation.
     radii = _radii(fv)
     size = fv.size
-    mask = masks.for_acceleration(fv.mask, (size, size), fv.acceleration, fv.mask_seed, sample_n=fv.sample_n)
+    mask = common.mask_from_flags(fv)
     images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
     if np.iscomplexobj(images):
         raise ValueError(f"--images={fv.images!r} gave complex images; this report expects real ones")
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
                                                    flip_filters=fv.flip_filters, cs_iters=fv.cs_iters)
 
-    os.makedirs(fv.out_dir, exist_ok=True)
-    cfg_path = os.path.join(fv.out_dir, "run_config.json")
-    numeric = {k: v for k, v in common.flag_dict(fv).items() if k not in _NOT_NUMERIC}
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            stored = json.load(f)
-        if not fv.resume:
-            raise FileExistsError(f"{fv.out_dir} already holds a run; pass --resume to continue it or "
-                                  "choose another --out_dir")
-        diff = sorted(k for k in set(stored) | set(numeric) if stored.get(k) != common._jsonable(numeric.get(k)))
-        if diff:
-            raise ValueError(f"--resume with flags that differ from the stored run: {diff}")
-    else:
-        common.save_json(cfg_path, numeric)
+    common.prepare_out_dir(fv, _NOT_NUMERIC)
 
     n = images.shape[0]
-    batches = [images[i:i + fv.batch] for i in range(0, n, fv.batch)]
     t0 = time.time()
-    parts = []
-    for j, xb in enumerate(batches):
-        done_path = os.path.join(fv.out_dir, f"batch{j}.npz")
-        if fv.resume and os.path.exists(done_path):
-            print(f"[batch {j + 1}/{len(batches)}] already finished, loading it", flush=True)
-            parts.append(common.load_npz(done_path))
-            continue
-        key = jax.random.fold_in(jax.random.key(fv.seed), j)
-        part = _batch(fv, j, len(batches), recon, xb, mask, radii, key)
-        common.save_npz(done_path, **part)
-        state_path = os.path.join(fv.out_dir, f"state_batch{j}.npz")
-        if os.path.exists(state_path):
-            os.remove(state_path)
-        parts.append(part)
+    parts = common.run_batches(
+        fv, images, lambda j, n_batches, xb, key: _batch(fv, j, n_batches, recon, xb, mask, radii, key))
 
     arrays = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
     per_radius, per_image, overall = _summary(arrays, radii)
@@ -702,13 +631,7 @@ def run(fv) -> dict:
 
 
 def main(argv=None) -> int:
-    fv = common.parse(define_flags, argv)
-    try:
-        run(fv)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return common.main(define_flags, run, argv)
 
 
 if __name__ == "__main__":

@@ -44,22 +44,17 @@ _DEFAULT_SYMBOLS = ["spade:0.32:0.36:0.08", "heart:0.32:0.64:0.08", "diamond:0.5
 
 
 def define_flags() -> flags.FlagValues:
-    from mrijax import masks
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_string("out_dir", None, "Folder for all outputs (created).", **d)
-    flags.DEFINE_string("model", common.DEFAULT_CHECKPOINT, MODEL_HELP, **d)
-    flags.DEFINE_string("weights", None, "Path of d5_c5.npz for --model=deepmri_npz.", **d)
-    flags.DEFINE_bool("flip_filters", False, "Load the published weights as convolutions (Lasagne CPU).", **d)
+    common.define_out_flags(fv, resume=False)
+    # --cs_iters: the compressed-sensing comparison's iterations.
+    common.define_model_flags(fv, model_help=MODEL_HELP)
     flags.DEFINE_string("image", "mni:axial", "The image x: mni[:axial|coronal|sagittal], shepp_logan, "
                         "ellipses, or a file (mrijax.data.images.load_images; the middle image of a file); "
                         "its magnitude is used.", **d)
     flags.DEFINE_integer("size", 128, "Image side.", lower_bound=16, **d)
-    flags.DEFINE_enum("mask", "gaussian_lines", list(masks.KINDS), "Sampling mask kind.", **d)
-    flags.DEFINE_float("acceleration", 3.0, "Acceleration R (sampling rate about 1/R; the paper's Deep MRI row "
-                       "used 25%: --acceleration=4).", lower_bound=1.0, **d)
-    flags.DEFINE_integer("sample_n", 8, "Always-sampled centre lines (gaussian_lines).", lower_bound=0, **d)
-    flags.DEFINE_integer("mask_seed", 0, "Seed of the mask.", lower_bound=0, **d)
+    # The paper's Deep MRI row used 25% sampling: --acceleration=4.
+    common.define_mask_flags(fv)
     flags.DEFINE_list("symbols", _DEFAULT_SYMBOLS, "Symbols as name:row:col:height (name: spade, heart, "
                       "diamond, club; position and ink height as fractions of the image side).", **d)
     flags.DEFINE_string("text", "CAN U SEE IT", "Text to add ('' for none).", **d)
@@ -72,9 +67,7 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("region_pad", 1, "Pixels added around each symbol's box for its numbers.",
                          lower_bound=0, **d)
     flags.DEFINE_integer("zoom_pad", 3, "Pixels added around the symbols in the zooms.", lower_bound=0, **d)
-    flags.DEFINE_integer("cs_iters", None, "CS iterations (default: mrijax.cs default).", **d)
     flags.DEFINE_integer("seed", 0, "Seed of --image=ellipses.", lower_bound=0, **d)
-    flags.mark_flag_as_required("out_dir", flag_values=fv)
     return fv
 
 
@@ -132,7 +125,7 @@ def _numbers(images, refs, masks, boxes):
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
     import jax
-    from mrijax import fourier, hallucination, masks
+    from mrijax import fourier, hallucination
     from mrijax.data import symbols
     from mrijax.data.images import load_images
 
@@ -144,7 +137,7 @@ def run(fv) -> dict:
     r, sym_masks = symbols.render((size, size), items, supersample=fv.supersample)
     boxes = [symbols.bounding_box(m, pad=fv.region_pad, min_size=7) for m in sym_masks]
     zoom = symbols.bounding_box(sym_masks, pad=fv.zoom_pad, min_size=7)
-    mask = masks.for_acceleration(fv.mask, (size, size), fv.acceleration, fv.mask_seed, sample_n=fv.sample_n)
+    mask = common.mask_from_flags(fv)
     x = np.abs(np.asarray(load_images(fv.image, size, count=1, seed=fv.seed))[0]).astype(np.float32)
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
                                                    flip_filters=fv.flip_filters)
@@ -256,13 +249,7 @@ def _figures(fv, arrays, results, labels, boxes, zoom):
 
 
 def main(argv=None) -> int:
-    fv = common.parse(define_flags, argv)
-    try:
-        run(fv)
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return common.main(define_flags, run, argv)
 
 
 if __name__ == "__main__":

@@ -125,26 +125,6 @@ def _attack_kwargs(fv, snapshots, size):
                 snapshots=snapshots, schedule=fv.schedule)
 
 
-def _state_to_npz(state):
-    out = {k: np.asarray(getattr(state, k)) for k in ("r", "v", "t", "active", "diverged", "stopped_at",
-                                                      "snapshots")}
-    out.update({f"history_{k}": np.asarray(v) for k, v in state.history.items()})
-    return out
-
-
-def _state_from_npz(arrays, template):
-    import jax.numpy as jnp
-    fields = {k: jnp.asarray(arrays[k]) for k in ("r", "v", "t", "active", "diverged", "stopped_at",
-                                                  "snapshots")}
-    hist = {k: jnp.asarray(arrays[f"history_{k}"]) for k in template.history}
-    new = template._replace(**fields, history=hist)
-    for name in ("r", "snapshots", "active"):
-        if getattr(new, name).shape != getattr(template, name).shape:
-            raise ValueError(f"saved search state does not fit this run ({name} shape "
-                             f"{getattr(new, name).shape} vs {getattr(template, name).shape})")
-    return new
-
-
 def _progress(j, n_batches, steps):
     t0 = time.time()
 
@@ -166,19 +146,12 @@ def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key):
     import jax
     from mrijax import attacks, metrics
 
-    state_path = os.path.join(fv.out_dir, f"state_batch{j}.npz")
     starts = fv.starts
     xs = np.repeat(xb[:, None], starts, axis=1)                    # (B, starts, H, W)
     cfg, prob, state, bshape = attacks.setup(recon, xs, mask, key=key, **kwargs)
-    if fv.resume and os.path.exists(state_path):
-        state = _state_from_npz(common.load_npz(state_path), state)
-        print(f"[batch {j + 1}/{n_batches}] resuming at iteration {int(state.t)}", flush=True)
-    report = _progress(j, n_batches, fv.steps)
-
-    def save_and_report(s):
-        common.save_npz(state_path, **_state_to_npz(s))
-        report(s)
-    state = attacks.run(recon, cfg, prob, state, chunk=fv.chunk, callback=save_and_report)
+    state = common.run_search(recon, cfg, prob, state, state_path=common.batch_state_path(fv, j), resume=fv.resume,
+                              chunk=fv.chunk, report=_progress(j, n_batches, fv.steps),
+                              label=f"[batch {j + 1}/{n_batches}]")
     res = attacks.result_from_state(cfg, state, prob, bshape)
 
     # Pick the best start per image: the largest output change at the final r.
@@ -316,7 +289,6 @@ def _summary(arrays, snapshots, has_cs):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    import jax
     from mrijax.data.images import load_images
 
     # Everything that can be wrong with the flags fails here, before any long computation.
@@ -334,22 +306,10 @@ def run(fv) -> dict:
     common.prepare_out_dir(fv, _NOT_NUMERIC)
 
     n = images.shape[0]
-    batches = [images[i:i + fv.batch] for i in range(0, n, fv.batch)]
     t0 = time.time()
-    parts = []
-    for j, xb in enumerate(batches):
-        done_path = os.path.join(fv.out_dir, f"batch{j}.npz")
-        if os.path.exists(done_path) and fv.resume:
-            print(f"[batch {j + 1}/{len(batches)}] already finished, loading it", flush=True)
-            parts.append(common.load_npz(done_path))
-            continue
-        key = jax.random.fold_in(jax.random.key(fv.seed), j)
-        part = _attack_batch(fv, j, len(batches), recon, cs_recon, xb, mask, kwargs, key)
-        common.save_npz(done_path, **part)
-        state_path = os.path.join(fv.out_dir, f"state_batch{j}.npz")
-        if os.path.exists(state_path):
-            os.remove(state_path)
-        parts.append(part)
+    parts = common.run_batches(
+        fv, images, lambda j, n_batches, xb, key: _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask,
+                                                                kwargs, key))
 
     # Per-image arrays have the image axis first, except the snapshot-major ones.
     snap_major = {"snapshots", "perturbed", "r_norm", "Ar_norm", "diff_norm", "psnr_perturbed", "psnr_drop",

@@ -1,6 +1,5 @@
 """Shared pytest fixtures."""
 
-import os
 import pathlib
 
 import jax
@@ -24,3 +23,23 @@ def d5c5_path():
         pytest.skip(f"published D5-C5 weights not found at {D5C5_PATH} (they live in ../shared/data/, "
                     "which CI has and users' machines usually do not)")
     return D5C5_PATH
+
+
+@pytest.fixture(scope="session")
+def make_tiny_cascade(tmp_path_factory):
+    """``make(size) -> folder``: a checkpoint folder holding Cascade(1 cascade, 2 convs, 4 features)
+    with random weights (seed 3), as the experiment scripts' ``--model`` takes it."""
+    import jax.numpy as jnp
+    from mrijax import checkpoint, train
+    from mrijax.models import Cascade
+
+    def make(size):
+        model = Cascade(n_cascades=1, n_convs=2, features=4)
+        x = jnp.zeros((1, size, size), jnp.complex64)
+        params = model.init(jax.random.PRNGKey(3), x, x, jnp.ones((size, size), bool))
+        state = train.create_train_state(params, train.make_optimizer("adam", lr=1e-3))
+        folder = tmp_path_factory.mktemp("tiny_cascade")
+        checkpoint.save(folder, state, {"model": checkpoint.model_config(model)}, include_opt_state=False)
+        return str(folder)
+
+    return make

@@ -1,7 +1,5 @@
 """Maths of the worst-case search (mrijax.attacks) on small problems with known answers."""
 
-import functools
-import json
 import os
 import subprocess
 import sys

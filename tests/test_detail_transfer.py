@@ -1,7 +1,6 @@
 """experiments/detail_transfer.py end to end with tiny flags; its numbers against direct library calls."""
 
 import json
-import os
 
 import numpy as np
 import pytest

@@ -9,12 +9,11 @@ import json
 
 import numpy as np
 import pytest
-import jax
 import jax.numpy as jnp
 
 from experiments import common, more_samples
-from mrijax import checkpoint, cs, fourier, masks, metrics, train
-from mrijax.models import Cascade, reconstruction_map
+from mrijax import checkpoint, cs, fourier, masks, metrics
+from mrijax.models import reconstruction_map
 
 SIZE = 32
 RATES = (0.2, 0.35, 0.5)
@@ -23,15 +22,8 @@ TINY = [f"--size={SIZE}", "--images=ellipses", "--num_images=3", "--image_batch=
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A checkpoint folder holding Cascade(1 cascade, 2 convs, 4 features) with random weights."""
-    model = Cascade(n_cascades=1, n_convs=2, features=4)
-    x = jnp.zeros((1, SIZE, SIZE), jnp.complex64)
-    params = model.init(jax.random.PRNGKey(3), x, x, jnp.ones((SIZE, SIZE), bool))
-    state = train.create_train_state(params, train.make_optimizer("adam", lr=1e-3))
-    folder = tmp_path_factory.mktemp("tiny_cascade")
-    checkpoint.save(folder, state, {"model": checkpoint.model_config(model)}, include_opt_state=False)
-    return str(folder)
+def tiny_model(make_tiny_cascade):
+    return make_tiny_cascade(SIZE)
 
 
 def _run(out_dir, model, *extra):

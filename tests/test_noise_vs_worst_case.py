@@ -10,11 +10,9 @@ import os
 import numpy as np
 import pytest
 import jax
-import jax.numpy as jnp
 
 from experiments import common, noise_vs_worst_case as nvw
-from mrijax import attacks, checkpoint, masks, train
-from mrijax.models import Cascade
+from mrijax import attacks, masks
 
 SIZE = 32
 RADIUS = 0.05
@@ -23,15 +21,8 @@ TINY = [f"--size={SIZE}", "--images=ellipses", "--num_images=2", "--steps=4", "-
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A checkpoint folder holding Cascade(1 cascade, 2 convs, 4 features) with random weights."""
-    model = Cascade(n_cascades=1, n_convs=2, features=4)
-    x = jnp.zeros((1, SIZE, SIZE), jnp.complex64)
-    params = model.init(jax.random.PRNGKey(3), x, x, jnp.ones((SIZE, SIZE), bool))
-    state = train.create_train_state(params, train.make_optimizer("adam", lr=1e-3))
-    folder = tmp_path_factory.mktemp("tiny_cascade")
-    checkpoint.save(folder, state, {"model": checkpoint.model_config(model)}, include_opt_state=False)
-    return str(folder)
+def tiny_model(make_tiny_cascade):
+    return make_tiny_cascade(SIZE)
 
 
 def _run(out_dir, model, *extra):

@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import jax
 
 from experiments import common, worst_case
 from mrijax import attacks, masks, metrics
