@@ -128,20 +128,29 @@ def flag_dict(fv) -> dict:
 
 
 def load_reconstruction(model: str, mask, *, weights: str | None = None, flip_filters: bool = False,
-                        cs_iters: int | None = None, image_size: int | None = None):
+                        cs_iters: int | None = None, cs_options: dict | None = None,
+                        image_size: int | None = None):
     """``--model`` -> ``(recon, description)``: a pure ``f(masked k-space) -> image``.
 
     ``model`` is a checkpoint folder written by ``experiments.train_cascade`` /
     ``experiments.train_automap``, ``"deepmri_npz"`` (the published D5-C5 weights at
-    ``weights``), or ``"cs"`` (mrijax.cs with its defaults).
+    ``weights``), ``"cs"`` (:func:`mrijax.cs.reconstruction_map` with its defaults,
+    overridden by ``cs_options`` and ``cs_iters``), or ``"zero_filled"`` (``A* y``: the
+    reference map whose worst-case gain is exactly 1).
     """
-    from mrijax import cs
+    from mrijax import cs, fourier
     from mrijax.models import load_deepmri_npz, reconstruction_map
 
     mask = np.asarray(mask, bool)
     if model == "cs":
-        kw = {} if cs_iters is None else {"iters": cs_iters}
+        kw = dict(cs_options or {})
+        if cs_iters is not None:
+            kw["iters"] = cs_iters
         return cs.reconstruction_map(mask, **kw), {"model": "cs", **kw}
+    if model == "zero_filled":
+        import jax.numpy as jnp
+        mask_j = jnp.asarray(mask)
+        return (lambda k: fourier.adjoint(k, mask_j)), {"model": "zero_filled"}
     if model == "deepmri_npz":
         if not weights:
             raise ValueError("--model=deepmri_npz needs --weights=PATH to the published d5_c5.npz")
@@ -150,7 +159,7 @@ def load_reconstruction(model: str, mask, *, weights: str | None = None, flip_fi
                                                         "flip_filters": flip_filters}
     if not os.path.isdir(model):
         raise FileNotFoundError(
-            f"--model={model!r} is neither 'cs', 'deepmri_npz' nor a checkpoint folder")
+            f"--model={model!r} is neither 'cs', 'zero_filled', 'deepmri_npz' nor a checkpoint folder")
     from mrijax.checkpoint import load_model
     net, params, config = load_model(model)
     return reconstruction_map(net, params, mask), {"model": model, "config": config.get("model")}
@@ -159,7 +168,8 @@ def load_reconstruction(model: str, mask, *, weights: str | None = None, flip_fi
 # ----------------------------------------------------------------------------- shared flags
 
 MODEL_HELP = ("A checkpoint folder (experiments.train_cascade / train_automap), 'deepmri_npz' "
-              "(the published D5-C5, with --weights) or 'cs' (compressed sensing).")
+              "(the published D5-C5, with --weights), 'cs' (compressed sensing, see --cs_*) or "
+              "'zero_filled' (A* y, the gain-1 reference).")
 IMAGES_HELP = ("Images: shepp_logan, ellipses, mni[:axial|coronal|sagittal], or a .npy/.npz/.mat/.h5/.nii/"
                "DICOM path (mrijax.data.images.load_images).")
 
@@ -189,6 +199,24 @@ def define_model_flags(fv, *, model: str = DEFAULT_CHECKPOINT, cs_iters: bool = 
     if cs_iters:
         flags.DEFINE_integer("cs_iters", None, "CS iterations (default: mrijax.cs default).",
                              lower_bound=cs_iters_lower_bound, **d)
+        flags.DEFINE_float("cs_tv", None, "CS total-variation weight (default: mrijax.cs default).",
+                           lower_bound=0.0, **d)
+        flags.DEFINE_float("cs_wavelet_weight", None, "CS wavelet-l1 weight (default: mrijax.cs default).",
+                           lower_bound=0.0, **d)
+        flags.DEFINE_bool("cs_penalised", False, "CS in the penalised form 1/2 ||Ax - y||^2 + ... instead of "
+                          "exact data consistency (mrijax.cs, constrained=False).", **d)
+
+
+def cs_options(fv) -> dict:
+    """Keyword arguments of :func:`mrijax.cs.reconstruction_map` from ``--cs_tv``,
+    ``--cs_wavelet_weight`` and ``--cs_penalised`` (only those given; absent flags are skipped)."""
+    opts = {}
+    for flag, key in (("cs_tv", "tv"), ("cs_wavelet_weight", "wavelet_weight")):
+        if flag in fv and fv[flag].value is not None:
+            opts[key] = fv[flag].value
+    if "cs_penalised" in fv and fv["cs_penalised"].value:
+        opts["constrained"] = False
+    return opts
 
 
 def define_image_flags(fv, *, images: str = "shepp_logan", num_images: int = 1, size: int = 128) -> None:

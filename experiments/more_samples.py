@@ -241,7 +241,8 @@ def run(fv) -> dict:
         fv.model, masks_r, weights=fv.weights, flip_filters=fv.flip_filters)
     cs_recon = None
     if fv.compare_cs or fv.model == "cs":
-        cs_recon, _ = common.load_reconstruction("cs", masks_r, cs_iters=fv.cs_iters)
+        cs_recon, _ = common.load_reconstruction(
+            "cs", masks_r, cs_iters=fv.cs_iters, cs_options=common.cs_options(fv))
 
     common.prepare_out_dir(fv, _NOT_NUMERIC)
 

@@ -302,7 +302,8 @@ def run(fv) -> dict:
     if fv.example_image >= images.shape[0]:
         raise ValueError(f"--example_image={fv.example_image} but --images gave {images.shape[0]} image(s)")
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
-                                                   flip_filters=fv.flip_filters, cs_iters=fv.cs_iters)
+                                                   flip_filters=fv.flip_filters, cs_iters=fv.cs_iters,
+                                                   cs_options=common.cs_options(fv))
 
     common.prepare_out_dir(fv, _NOT_NUMERIC)
 

@@ -580,7 +580,8 @@ def run(fv) -> dict:
     if np.iscomplexobj(images):
         raise ValueError(f"--images={fv.images!r} gave complex images; this report expects real ones")
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
-                                                   flip_filters=fv.flip_filters, cs_iters=fv.cs_iters)
+                                                   flip_filters=fv.flip_filters, cs_iters=fv.cs_iters,
+                                                   cs_options=common.cs_options(fv))
 
     common.prepare_out_dir(fv, _NOT_NUMERIC)
 

@@ -141,7 +141,8 @@ def run(fv) -> dict:
     x = np.abs(np.asarray(load_images(fv.image, size, count=1, seed=fv.seed))[0]).astype(np.float32)
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
                                                    flip_filters=fv.flip_filters)
-    cs_recon, cs_info = common.load_reconstruction("cs", mask, cs_iters=fv.cs_iters)
+    cs_recon, cs_info = common.load_reconstruction("cs", mask, cs_iters=fv.cs_iters,
+                                                   cs_options=common.cs_options(fv))
     os.makedirs(fv.out_dir, exist_ok=True)
 
     t0 = time.time()

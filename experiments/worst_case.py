@@ -298,10 +298,12 @@ def run(fv) -> dict:
     mask = common.mask_from_flags(fv)
     images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
-                                                   flip_filters=fv.flip_filters, cs_iters=fv.cs_iters)
+                                                   flip_filters=fv.flip_filters, cs_iters=fv.cs_iters,
+                                                   cs_options=common.cs_options(fv))
     cs_recon = None
     if fv.compare_cs and fv.model != "cs":
-        cs_recon, _ = common.load_reconstruction("cs", mask, cs_iters=fv.cs_iters)
+        cs_recon, _ = common.load_reconstruction(
+            "cs", mask, cs_iters=fv.cs_iters, cs_options=common.cs_options(fv))
 
     common.prepare_out_dir(fv, _NOT_NUMERIC)
 

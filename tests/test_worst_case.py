@@ -108,3 +108,27 @@ def test_an_existing_run_needs_resume_and_the_same_flags(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert _run(out, "--noise_draws=0", "--nocompare_cs", "--resume") == 2
     assert "differ" in capsys.readouterr().err
+
+
+def test_zero_filled_reference_has_gain_exactly_one(tmp_path):
+    # f(y) = A* y: the output change A* A r has the norm of A r, whatever r the search finds.
+    out = tmp_path / "zf"
+    assert _run(out, "--model=zero_filled", "--noise_draws=0", "--nocompare_cs") == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["model"] == {"model": "zero_filled"}
+    for snap in res["images"][0]["snapshots"]:
+        assert snap["gain"] == pytest.approx(1.0, rel=1e-4)
+
+
+def test_cs_flags_reach_the_solver(tmp_path):
+    from mrijax import cs
+    out = tmp_path / "cs"
+    assert _run(out, "--model=cs", "--cs_iters=4", "--cs_tv=0.01", "--cs_wavelet_weight=0.002", "--cs_penalised",
+                "--noise_draws=0", "--steps=2", "--snapshots=2") == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["model"] == {"model": "cs", "iters": 4, "tv": 0.01, "wavelet_weight": 0.002, "constrained": False}
+    arr = common.load_npz(str(out / "arrays.npz"))
+    mask = arr["mask"]
+    recon = cs.reconstruction_map(mask, iters=4, tv=0.01, wavelet_weight=0.002, constrained=False)
+    ev = attacks.evaluate(recon, arr["x"], mask, arr["snapshots"])
+    np.testing.assert_allclose(arr["diff_norm"], np.asarray(ev["diff_norm"]), rtol=1e-4, atol=1e-6)
