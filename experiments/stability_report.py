@@ -31,7 +31,7 @@ Each batch of images is saved when done (``batch{j}.npz``) and the search state 
 redoing nothing that was finished.
 
 Example (the defaults: the shipped cascade, two MNI slices at 64 x 64, four radii, 60
-steps; a few minutes on a 2-core CPU)::
+steps; under a minute on a quiet 2-core CPU)::
 
     python -m experiments.stability_report --out_dir=runs/stability_report
 """
