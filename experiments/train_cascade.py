@@ -137,6 +137,11 @@ flags.DEFINE_float("dc_noise_level", None,
                    flag_values=FLAGS)
 flags.DEFINE_bool("learn_noise_level", False, "Learn one DC weight per cascade (needs --dc_noise_level > 0).",
                   flag_values=FLAGS)
+flags.DEFINE_bool("remat", False, "Recompute each block in the backward pass (less memory, slower on CPU).",
+                  flag_values=FLAGS)
+flags.DEFINE_enum("conv_impl", "auto", ["auto", "xla", "winograd", "winograd4"],
+                  "How the hidden convolutions are computed (same function; mrijax.models.cascade).",
+                  flag_values=FLAGS)
 
 
 def main(argv=None) -> int:
@@ -147,7 +152,7 @@ def main(argv=None) -> int:
     model = {"class": "Cascade", "kwargs": dict(
         n_cascades=FLAGS.n_cascades, n_convs=FLAGS.n_convs, features=FLAGS.features,
         kernel_size=FLAGS.kernel_size, noise_level=FLAGS.dc_noise_level,
-        learn_noise_level=FLAGS.learn_noise_level)}
+        learn_noise_level=FLAGS.learn_noise_level, remat=FLAGS.remat, conv_impl=FLAGS.conv_impl)}
     train.run(common_config(FLAGS, model), FLAGS.ckpt_dir, resume=FLAGS.resume)
     return 0
 

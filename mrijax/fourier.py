@@ -28,7 +28,9 @@ Other layouts in the literature:
   on the image.  For even sizes this differs from ``fft2c`` by the checkerboard
   phase ``(-1)^(i + j)`` on k-space: magnitudes agree, phases do not, so k-space
   from that code must go through :func:`from_uncentred_kspace` after an
-  ``ifftshift`` rather than be used as centred data directly.
+  ``ifftshift`` rather than be used as centred data directly.  And unless that code
+  passes ``norm="ortho"``, its FFT is unnormalised: divide its k-space by
+  ``sqrt(H * W)`` first.
 
 Every function here is pure and works under ``jit``, ``vmap`` and ``grad``.  Real
 inputs are promoted to complex64 (complex128 when ``jax_enable_x64`` is on and the

@@ -163,7 +163,7 @@ def test_published_network_beats_zero_filled_on_shepp_logan(d5c5_path):
         model, params = load_deepmri_npz(d5c5_path, flip_filters=flip_filters)
         recon = np.asarray(jax.jit(reconstruction_map(model, params, mask))(k))
         gain = psnr(recon) - psnr(zero_filled)
-        assert gain >= 3.0, f"flip_filters={flip_filters}: only {gain:.2f} dB over zero-filled"
+        assert gain >= 5.0, f"flip_filters={flip_filters}: only {gain:.2f} dB over zero-filled"  # measured 5.9
 
 
 # ----------------------------------------------------------------------------- synthetic files (no download)

@@ -526,7 +526,9 @@ def mask_seed(fname: str, seed: int) -> int:
 
     fastMRI seeds each file's mask from its name so all slices of a volume share a
     mask and runs agree; this is the same idea, deterministic on every platform
-    and independent of the folder the file sits in.
+    and independent of the folder the file sits in.  The masks are *not* fastMRI's
+    own: fastMRI seeds NumPy's legacy ``RandomState`` with the name's character codes,
+    and :mod:`mrijax.masks` draws from ``default_rng``; the mask *law* is the same.
     """
     name = os.path.basename(str(fname))
     return zlib.crc32(f"{int(seed)}/{name}".encode("utf-8"))

@@ -348,6 +348,14 @@ class FastMRISlices:
     aliased images are not training targets.  A folder must be all single-coil or all
     multi-coil.
 
+    What training does with these images differs from fastMRI's own pipeline: the
+    training scripts simulate k-space from the (resized) image with the masks of
+    :mod:`mrijax.train` (a new mask per image or per batch), whereas
+    :func:`mrijax.data.fastmri.iterate_slices` yields the measured k-space with one
+    seeded mask per file, as fastMRI does.  Use the iterator for experiments on the
+    raw k-space; the ``--images=fastmri:`` flag takes every slice (``slice_filter``
+    is a Python-API option).
+
     Example::
 
         pool = FastMRISlices("knee/singlecoil_train", 128,
