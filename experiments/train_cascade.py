@@ -57,8 +57,8 @@ def define_common_flags(fv: flags.FlagValues, *, loss: str, mask_mode: str, acti
                          **d)
     flags.DEFINE_float("center_fraction", None, "random/equispaced lines: fully sampled centre fraction.", **d)
     flags.DEFINE_enum("mask_mode", mask_mode, list(train.MASK_MODES),
-                      "A new mask per image, per batch, or one fixed mask.", **d)
-    flags.DEFINE_integer("mask_seed", None, "Seed of the fixed mask (default: --seed).", **d)
+                      "A new mask per image, per batch, one fixed mask, or one per fastMRI volume (per_file).", **d)
+    flags.DEFINE_integer("mask_seed", None, "Seed of the fixed / per-file masks (default: --seed).", **d)
     # optimisation
     flags.DEFINE_enum("optimizer", "adam", list(train.OPTIMIZERS),
                       "adam, rmsprop, or automap_rmsprop (Antun et al.'s AUTOMAP settings).", **d)

@@ -381,7 +381,7 @@ def _seed_int(*words: int) -> int:
 # Streams of randomness per batch, so changing e.g. augmentation does not change the masks.
 _STREAM_IMAGES, _STREAM_AUGMENT, _STREAM_PHASE, _STREAM_MASK = 1, 2, 3, 4
 
-MASK_MODES = ("fixed", "per_batch", "per_image")
+MASK_MODES = ("fixed", "per_batch", "per_image", "per_file")
 
 def parse_image_spec(spec: str) -> List[Tuple[str, float]]:
     """``"ellipses:0.5,mni:coronal:0.25,mni:sagittal:0.25"`` -> ``[(source, weight), ...]``.
@@ -503,7 +503,11 @@ class BatchSource:
 
     * ``mask_mode="fixed"``: one mask for the whole run, drawn with ``mask_seed``;
     * ``"per_batch"``: a new mask every batch (same for its images);
-    * ``"per_image"``: a new mask for every image.
+    * ``"per_image"``: a new mask for every image;
+    * ``"per_file"``: as fastMRI does, one mask per volume: an image read from a
+      ``fastmri:`` folder gets the mask seeded by
+      :func:`mrijax.data.fastmri.mask_seed` ``(file, mask_seed)``, so every slice of a
+      volume shares it; images of other sources get a new mask each (as ``per_image``).
 
     Masks come from ``mask_fn(shape, seed)`` if given, else
     ``mrijax.masks.make(mask_kind, shape, seed=seed, **mask_kwargs)``.
@@ -667,9 +671,26 @@ class BatchSource:
             masks = [self._fixed_mask] * self.batch_size
         elif self.mask_mode == "per_batch":
             masks = [self._make_mask(_seed_int(self.seed, i, _STREAM_MASK))] * self.batch_size
+        elif self.mask_mode == "per_file":
+            from mrijax.data import fastmri
+            from mrijax.data.images import FastMRISlices
+            masks = []
+            for j, (s, k) in enumerate(self.picks(i)):
+                pool = self._sources[s][1]
+                if isinstance(pool, FastMRISlices):
+                    masks.append(self._file_mask(fastmri.mask_seed(pool.locate(k)[0], self.mask_seed)))
+                else:
+                    masks.append(self._make_mask(_seed_int(self.seed, i, _STREAM_MASK, j)))
         else:
             masks = [self._make_mask(_seed_int(self.seed, i, _STREAM_MASK, j)) for j in range(self.batch_size)]
         return np.stack(masks)
+
+    def _file_mask(self, seed: int) -> np.ndarray:
+        # One mask per volume: cached, since every slice of the file asks for the same one.
+        cache = self.__dict__.setdefault("_file_masks", {})
+        if seed not in cache:
+            cache[seed] = self._make_mask(seed)
+        return cache[seed]
 
     def iterate(self, start: int = 0):
         """Yield batches ``start, start + 1, ...`` without end (resume with ``start = step``)."""

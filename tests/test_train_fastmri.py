@@ -180,6 +180,26 @@ def test_augmented_and_mixed_batches(folder):
             assert np.abs(np.angle(target[np.abs(target) > 0.1])).max() > 0.05
 
 
+def test_per_file_masks_are_shared_by_the_slices_of_a_volume(folder):
+    d, _ = folder
+    src = train.BatchSource(f"fastmri:{d}:1,ellipses:1", R, 8, seed=2, augment=False, mask_fn=line_mask,
+                            mask_mode="per_file", mask_seed=7)
+    by_file = {}
+    for i in range(4):
+        batch = src(i)
+        for j, (s, k) in enumerate(src.picks(i)):
+            if s == 0:  # a fastMRI slice: the mask of its file, seeded as fastmri.mask_seed says
+                path = src.pool(0).locate(k)[0]
+                expected_mask = line_mask((R, R), fastmri.mask_seed(path, 7))
+                np.testing.assert_array_equal(batch["mask"][j], expected_mask)
+                by_file.setdefault(path, expected_mask)
+            else:       # other sources: a new mask per image, as per_image
+                np.testing.assert_array_equal(batch["mask"][j], line_mask((R, R), train._seed_int(2, i, 4, j)))
+    assert len(by_file) == 2
+    a, b = by_file.values()
+    assert not np.array_equal(a, b)  # different volumes, different masks
+
+
 def test_slices_are_read_lazily(folder, tmp_path, monkeypatch):
     d, _ = folder
     work = tmp_path / "lazy"
