@@ -170,7 +170,8 @@ def load_reconstruction(model: str, mask, *, weights: str | None = None, flip_fi
 MODEL_HELP = ("A checkpoint folder (experiments.train_cascade / train_automap), 'deepmri_npz' "
               "(the published D5-C5, with --weights), 'cs' (compressed sensing, see --cs_*) or "
               "'zero_filled' (A* y, the gain-1 reference).")
-IMAGES_HELP = ("Images: shepp_logan, ellipses, mni[:axial|coronal|sagittal], or a .npy/.npz/.mat/.h5/.nii/"
+IMAGES_HELP = ("Images: shepp_logan, shepp_logan_variants, ellipses, mni[:axial|coronal|sagittal], or a "
+               ".npy/.npz/.mat/.h5/.nii/"
                "DICOM path (mrijax.data.images.load_images).")
 
 

@@ -387,8 +387,8 @@ def parse_image_spec(spec: str) -> List[Tuple[str, float]]:
     """``"ellipses:0.5,mni:coronal:0.25,mni:sagittal:0.25"`` -> ``[(source, weight), ...]``.
 
     Comma-separated sources, each with an optional ``:weight`` suffix (default 1; weights
-    are normalised).  A source is ``ellipses`` (a fresh random-ellipse image for every
-    draw: unlimited data) or anything :func:`mrijax.data.images.load_images` reads
+    are normalised).  A source is ``ellipses`` or ``shepp_logan_variants`` (a fresh
+    random-ellipse image or Shepp-Logan variant for every draw: unlimited data) or anything :func:`mrijax.data.images.load_images` reads
     (``shepp_logan``, ``mni``, ``mni:axial``, ``mni:coronal``, ``mni:sagittal``, a
     ``.npy``/``.npz``/``.mat``/... path, ``kspace:PATH``), which is loaded once as a
     finite pool, or ``fastmri:FOLDER`` / ``fastmri_magnitude:FOLDER``, a lazy pool of the
@@ -419,7 +419,8 @@ def parse_image_spec(spec: str) -> List[Tuple[str, float]]:
 
 
 def load_image_pool(source: str, size: int, count: Optional[int] = None, seed: int = 0):
-    """The finite pool of images of a source other than ``ellipses`` (``count=None``: all it has).
+    """The finite pool of images of a source other than a generator (``ellipses``,
+    ``shepp_logan_variants``); ``count=None``: all it has.
 
     ``fastmri:FOLDER`` / ``fastmri_magnitude:FOLDER`` give a lazy
     :class:`mrijax.data.images.FastMRISlices` (``len``, ``pool[k]`` reads one slice,
@@ -541,7 +542,7 @@ class BatchSource:
       mask_kind, mask_kwargs: passed to ``mrijax.masks.make``.
       mask_mode: one of :data:`MASK_MODES`.
       mask_seed: seed of the fixed mask (default ``seed``).
-      pool_count: images to load for a non-``ellipses`` source (``None``: all it has).
+      pool_count: images to load for a finite (non-generator) source (``None``: all it has).
       mask_fn: optional ``mask_fn((H, W), seed) -> bool (H, W)`` replacing ``mrijax.masks``.
     """
 
@@ -570,14 +571,16 @@ class BatchSource:
         if self.mask_seed is None:
             self.mask_seed = self.seed
         from mrijax.data import images as image_sources
-        # (name, pool or None for ellipses); a pool is an array or a lazy FastMRISlices.
+        # (name, pool or None for a generator); a pool is an array or a lazy FastMRISlices.
         self._sources: List[Tuple[str, Any]] = []
+        self._generators: List[Optional[Callable]] = []  # per source: f(size, seed) or None
         self._keep_phase: List[bool] = []  # per source: keep its measured complex images
         if isinstance(self.images, str):
             parsed = parse_image_spec(self.images)
             for name, _ in parsed:
                 pool, keep = None, False
-                if name != "ellipses":
+                generator = image_sources.image_generator(name)
+                if generator is None:
                     pool = load_image_pool(name, self.size, self.pool_count, self.seed)
                     if not isinstance(pool, image_sources.FastMRISlices):
                         pool = np.asarray(pool)
@@ -586,6 +589,7 @@ class BatchSource:
                                          f"(N>0, {self.size}, {self.size})")
                     keep = image_sources.keeps_phase(name) and np.dtype(pool.dtype).kind == "c"
                 self._sources.append((name, pool))
+                self._generators.append(generator)
                 self._keep_phase.append(keep)
             weights = np.array([w for _, w in parsed], np.float64)
         else:
@@ -594,6 +598,7 @@ class BatchSource:
                 raise ValueError(f"images must be a spec string or an array (N>0, {self.size}, {self.size}), "
                                  f"got shape {pool.shape}")
             self._sources.append(("array", pool))
+            self._generators.append(None)
             self._keep_phase.append(False)
             weights = np.ones(1)
         self._weights = weights / weights.sum()
@@ -619,7 +624,8 @@ class BatchSource:
         """Where the images of batch ``i`` come from: ``(source index, pool index)`` per image.
 
         The source index counts the entries of the ``images`` spec (0 for an array); the
-        pool index is ``-1`` for ``ellipses`` (a fresh image seeded by ``(seed, i, j)``).
+        pool index is ``-1`` for ``ellipses`` / ``shepp_logan_variants`` (a fresh image seeded
+        by ``(seed, i, j)``).
         For a ``fastmri:`` source, ``self.pool(s).locate(k)`` gives the file and slice.
         """
         _check_nonneg_int(i, "batch index")
@@ -631,7 +637,8 @@ class BatchSource:
                 for s in which]
 
     def pool(self, s: int):
-        """The pool of source ``s`` (an array or a lazy ``FastMRISlices``; ``None`` for ellipses)."""
+        """The pool of source ``s`` (an array or a lazy ``FastMRISlices``; ``None`` for a generator
+        such as ``ellipses``)."""
         return self._sources[s][1]
 
     def _draw(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -643,9 +650,8 @@ class BatchSource:
         measured = np.zeros(self.batch_size, bool)
         for j, (s, k) in enumerate(picks):
             name, pool = self._sources[s]
-            if pool is None:  # ellipses: a fresh image, seeded by (seed, i, j)
-                from mrijax.data import phantoms
-                out[j] = phantoms.random_ellipses(self.size, [self.seed, i, j])
+            if pool is None:  # ellipses / Shepp-Logan variants: a fresh image, seeded by (seed, i, j)
+                out[j] = self._generators[s](self.size, [self.seed, i, j])
             elif self._keep_phase[s]:
                 out[j] = pool[k]
                 measured[j] = True

@@ -406,6 +406,28 @@ def test_load_images_phantoms():
     assert not np.array_equal(ell, load_images("ellipses", 32, count=3, seed=2))
 
 
+def test_load_images_shepp_logan_variants():
+    from mrijax.data import phantoms
+
+    got = load_images("shepp_logan_variants", 32, count=3, seed=1)
+    assert got.shape == (3, 32, 32) and got.dtype == np.float32
+    assert len({im.tobytes() for im in got}) == 3
+    # load_images scales each image by its own min (0, outside the head) and max.
+    expected = phantoms.shepp_logan_variants(3, 32, 1)
+    np.testing.assert_allclose(got, io.scale_unit(expected), atol=1e-6)
+    np.testing.assert_allclose(got, expected / expected.max(axis=(1, 2), keepdims=True), atol=1e-6)
+    np.testing.assert_array_equal(got, load_images(" Shepp-Logan-Variants ", 32, count=3, seed=1))
+    np.testing.assert_array_equal(load_images("shepp_logan_variants", 32, seed=1), got[:1])
+    assert not np.array_equal(got, load_images("shepp_logan_variants", 32, count=3, seed=2))
+    assert "shepp_logan_variants" in images_mod.SPEC_OPTIONS
+    # The generator of the unlimited sources (what a training loop draws fresh images from).
+    assert images_mod.image_generator("shepp_logan_variants") is phantoms.shepp_logan_variant
+    assert images_mod.image_generator("Ellipses") is phantoms.random_ellipses
+    for spec in ("shepp_logan", "phantom", "mni:axial", "fastmri:/data", "x.npy"):
+        assert images_mod.image_generator(spec) is None
+    np.testing.assert_array_equal(images_mod.image_generator("shepp_logan_variants")(32, [1, 2]), expected[2])
+
+
 def test_center_crop_square():
     x = np.arange(2 * 5 * 8).reshape(2, 5, 8)
     np.testing.assert_array_equal(images_mod.center_crop_square(x), x[:, :, 1:6])

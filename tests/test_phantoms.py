@@ -172,6 +172,163 @@ def test_random_ellipses_batch_equals_one_by_one():
         phantoms.random_ellipses_batch(-1, 8, seed=0)
 
 
+# --------------------------------------------------------------------------- Shepp-Logan variants
+
+@pytest.mark.parametrize("n", [1, 7, 32, 33, (24, 40)])
+@pytest.mark.parametrize("modified", [True, False])
+def test_shepp_logan_variant_jitter_zero_is_the_phantom(n, modified):
+    np.testing.assert_array_equal(phantoms.shepp_logan_variant(n, 3, jitter=0, modified=modified),
+                                  phantoms.shepp_logan(n, modified))
+    np.testing.assert_array_equal(
+        phantoms.shepp_logan_variant(n, [5, 1], jitter=0.0, modified=modified, supersample=3),
+        phantoms.shepp_logan(n, modified, supersample=3))
+
+
+def test_shepp_logan_variant_is_seeded_ranged_and_different():
+    a = phantoms.shepp_logan_variant(48, 3)
+    assert a.shape == (48, 48) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, phantoms.shepp_logan_variant(48, 3))
+    np.testing.assert_array_equal(phantoms.shepp_logan_variant(32, [3, 1]),
+                                  phantoms.shepp_logan_variant(32, np.random.SeedSequence([3, 1])))
+    images = [phantoms.shepp_logan_variant(48, s) for s in range(6)]
+    images += [phantoms.shepp_logan_variant(48, s, modified=False, supersample=2) for s in range(3)]
+    images += [phantoms.shepp_logan_variant(48, s, jitter=2.0) for s in range(3)]
+    base = phantoms.shepp_logan(48)
+    for image in images:
+        assert image.dtype == np.float32
+        assert image.min() >= 0.0 and image.max() <= 1.0
+        assert not np.array_equal(image, base)
+    assert len({image.tobytes() for image in images}) == len(images)
+
+
+def test_shepp_logan_variant_keeps_the_anatomy():
+    # The perturbed ellipse tables, checked as geometry: at jitter <= 1 the skull is the
+    # largest ellipse, the brain ellipse moves with it (one ring), every inner ellipse lies
+    # inside the brain, and the head stays off the image border.
+    table = phantoms._MODIFIED_SHEPP_LOGAN
+
+    def inside(row, x, y):  # (u/a)^2 + (v/b)^2 of points (x, y) in the frame of `row`
+        _, a, b, cx, cy, angle = row
+        t = np.deg2rad(angle)
+        u = (x - cx) * np.cos(t) + (y - cy) * np.sin(t)
+        v = -(x - cx) * np.sin(t) + (y - cy) * np.cos(t)
+        return (u / a) ** 2 + (v / b) ** 2
+
+    def boundary(row, m=72):
+        _, a, b, cx, cy, angle = row
+        s, t = np.linspace(0, 2 * np.pi, m, endpoint=False), np.deg2rad(angle)
+        u, v = a * np.cos(s), b * np.sin(s)
+        return cx + u * np.cos(t) - v * np.sin(t), cy + u * np.sin(t) + v * np.cos(t)
+
+    changed = 0
+    for seed in range(100):
+        rows = phantoms._variant_table(table, np.random.default_rng([seed, 0]), 1.0, True)
+        skull, brain, inner = rows[0], rows[1], rows[2:]
+        assert skull[1] * skull[2] > max(r[1] * r[2] for r in rows[1:])
+        # Same axis factors for skull and brain: the ring scales as a whole.
+        assert skull[1] / table[0][1] == pytest.approx(brain[1] / table[1][1], rel=1e-12)
+        assert skull[2] / table[0][2] == pytest.approx(brain[2] / table[1][2], rel=1e-12)
+        assert np.all(inside(skull, *boundary(brain)) < 1)
+        for r in inner:
+            assert np.all(inside(brain, *boundary(r)) < 1)
+        x, y = boundary(skull, 720)
+        assert max(np.abs(x).max(), np.abs(y).max()) <= 0.95 + 1e-9
+        # The brain level (skull + brain values) stays within 30% of the phantom's 0.2.
+        assert 0.14 - 1e-12 <= skull[0] + brain[0] <= 0.26 + 1e-12
+        assert 0.7 - 1e-12 <= skull[0] <= 1.3 + 1e-12
+        changed += not np.allclose(rows, table)
+    assert changed == 100
+    # On the image: the border is empty and the brightest pixels are the skull ring,
+    # found on all four sides of the centre along the central row and column.
+    # (Large enough that the thinnest part of the ring, about 0.02 wide, holds pixels.)
+    n = 256
+    for seed in range(5):
+        image = phantoms.shepp_logan_variant(n, seed)
+        assert np.all(image[[0, -1], :] == 0) and np.all(image[:, [0, -1]] == 0)
+        bright = image >= image.max() - 1e-6
+        c = n // 2
+        assert bright[:c, c].any() and bright[c:, c].any() and bright[c, :c].any() and bright[c, c:].any()
+        r = int(0.3 * n / 2)  # the square [-0.3, 0.3]^2 lies inside every brain at jitter 1
+        assert not bright[c - r:c + r, c - r:c + r].any()
+        assert 0.2 < np.mean(image > 0) < 0.7  # the phantom: 0.42
+
+
+def test_shepp_logan_variant_perturbation_grows_with_jitter():
+    base = phantoms.shepp_logan(64).astype(np.float64)
+
+    def distance(jitter, seed):
+        return np.linalg.norm(phantoms.shepp_logan_variant(64, seed, jitter=jitter) - base)
+
+    seeds = range(6)
+    d = {j: np.mean([distance(j, s) for s in seeds]) for j in (0.0, 0.1, 0.5, 1.0)}
+    assert d[0.0] == 0.0 < d[0.1] < d[0.5] < d[1.0]
+    # Bounded.  (The L2 distance saturates: it is dominated by the thin bright skull ring,
+    # which a few pixels' shift moves off itself.)  Per pixel the variants stay close:
+    # mostly edges move, and much less than a random-ellipse image differs from the phantom.
+    for seed in seeds:
+        diff = np.abs(phantoms.shepp_logan_variant(64, seed) - base)
+        assert diff.mean() < 0.15 and np.mean(diff > 0.5) < 0.15
+    other = np.mean([np.abs(phantoms.random_ellipses(64, s) - base).mean() for s in seeds])
+    assert np.mean([np.abs(phantoms.shepp_logan_variant(64, s) - base).mean() for s in seeds]) < 0.6 * other
+    # rotate=False takes out the global rotation only: the same seed then moves the image less.
+    still = np.mean([np.linalg.norm(phantoms.shepp_logan_variant(64, s, rotate=False) - base) for s in seeds])
+    assert 0 < still < d[1.0]
+
+
+def test_shepp_logan_variant_intensity_contrast_is_kept_when_the_skull_brightens():
+    # Values are divided by the maximum when it exceeds 1, so the image always reaches 1
+    # or keeps the skull's own (dimmer) level; nothing saturates at 1 except the peak.
+    for seed in range(8):
+        rows = phantoms._variant_table(phantoms._MODIFIED_SHEPP_LOGAN, np.random.default_rng([seed, 0]),
+                                       1.0, True)
+        image = phantoms.shepp_logan_variant(128, [seed, 0])
+        assert image.max() == pytest.approx(min(rows[0][0], 1.0), abs=1e-6)
+        # The brain level relative to the skull is that of the table.
+        if rows[0][0] > 1:
+            levels = np.unique(image)
+            ratio = (rows[0][0] + rows[1][0]) / rows[0][0]
+            assert np.min(np.abs(levels - ratio)) < 1e-6
+
+
+def test_shepp_logan_variants_batch_equals_one_by_one():
+    batch = phantoms.shepp_logan_variants(4, 24, seed=7, jitter=0.5, modified=False)
+    assert batch.shape == (4, 24, 24) and batch.dtype == np.float32
+    for i in range(4):
+        np.testing.assert_array_equal(batch[i], phantoms.shepp_logan_variant(24, [7, i], jitter=0.5,
+                                                                             modified=False))
+    assert len({batch[i].tobytes() for i in range(4)}) == 4
+    assert phantoms.shepp_logan_variants(0, (8, 6), seed=0).shape == (0, 8, 6)
+    np.testing.assert_array_equal(phantoms.shepp_logan_variants(2, 16, 3, jitter=0),
+                                  np.stack([phantoms.shepp_logan(16)] * 2))
+
+
+def test_shepp_logan_variant_errors():
+    for bad in (-0.1, 2.5, np.nan, np.inf):
+        with pytest.raises(ValueError, match="jitter"):
+            phantoms.shepp_logan_variant(16, 0, jitter=bad)
+    for bad in ("1", True, None):
+        with pytest.raises(ValueError, match="jitter"):
+            phantoms.shepp_logan_variant(16, 0, jitter=bad)
+    with pytest.raises(ValueError, match="n must be positive"):
+        phantoms.shepp_logan_variant(0, 0)
+    with pytest.raises(TypeError, match="n must be"):
+        phantoms.shepp_logan_variant(3.5, 0)
+    with pytest.raises(ValueError, match="supersample"):
+        phantoms.shepp_logan_variant(16, 0, supersample=0)
+    with pytest.raises(TypeError, match="seed"):
+        phantoms.shepp_logan_variant(16, 1.5)
+    with pytest.raises(ValueError, match="seed"):
+        phantoms.shepp_logan_variant(16, -1)
+    with pytest.raises(ValueError, match="batch"):
+        phantoms.shepp_logan_variants(-1, 8, seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        phantoms.shepp_logan_variants(2, 8, seed=[1, 2])
+    with pytest.raises(ValueError, match="jitter"):
+        phantoms.shepp_logan_variants(0, 8, seed=0, jitter=3)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        phantoms.shepp_logan_variants(1, 8, seed=0, count=3)
+
+
 # --------------------------------------------------------------------------- smooth phase
 
 def test_with_smooth_phase_keeps_magnitude_and_bounds_phase():

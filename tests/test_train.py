@@ -219,6 +219,22 @@ def test_batches_are_pure_functions_of_seed_and_index():
     assert not np.array_equal(a.images_for(0), c.images_for(0))
 
 
+def test_shepp_logan_variants_are_unlimited_training_data():
+    from mrijax.data import phantoms
+    src = train.BatchSource("shepp_logan_variants:1,ellipses:1", SIZE, 6, seed=3, augment=False,
+                            mask_fn=line_mask)
+    seen = 0
+    for i in (0, 1):
+        images = src.images_for(i)
+        for j, (s, k) in enumerate(src.picks(i)):
+            assert k == -1  # generators, not pools
+            make = phantoms.shepp_logan_variant if s == 0 else phantoms.random_ellipses
+            direct = make(SIZE, [3, i, j])
+            np.testing.assert_allclose(images[j], direct / direct.max(), atol=1e-6)
+            seen += s == 0
+    assert seen >= 2  # several fresh variants, not one fixed image
+
+
 def test_batch_content_scaling_phase_and_dtypes():
     src = train.BatchSource("ellipses", SIZE, 4, seed=1, mask_fn=line_mask, max_phase=0.5)
     batch = src(3)

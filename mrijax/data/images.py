@@ -30,6 +30,7 @@ from mrijax.data.io import scale_unit
 
 _PHANTOM_NAMES = ("shepp_logan", "shepp-logan", "phantom")
 _ELLIPSE_NAMES = ("ellipses",)
+_VARIANT_NAMES = ("shepp_logan_variants", "shepp-logan-variants")
 _ARRAY_SUFFIXES = (".npy", ".npz", ".mat")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # Spec prefixes of the sources that start from measured k-space.  The value says whether
@@ -37,11 +38,29 @@ _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _FASTMRI_PREFIXES = {"fastmri": True, "fastmri_magnitude": False}
 _KSPACE_PREFIXES = {"kspace": False, "kspace_uncentred": True}
 _KSPACE_SUFFIXES = (".npy", ".npz", ".mat")
-SPEC_OPTIONS = ("shepp_logan", "phantom", "ellipses", "mni", "mni:axial", "mni:coronal",
-                "mni:sagittal", "PATH.npy", "PATH.npz[:KEY]", "PATH.mat[:KEY]", "PATH.h5",
+SPEC_OPTIONS = ("shepp_logan", "phantom", "ellipses", "shepp_logan_variants", "mni", "mni:axial",
+                "mni:coronal", "mni:sagittal", "PATH.npy", "PATH.npz[:KEY]", "PATH.mat[:KEY]", "PATH.h5",
                 "PATH.nii", "PATH.nii.gz", "PATH.dcm", "DICOM_FOLDER", "fastmri:FOLDER",
                 "fastmri_magnitude:FOLDER", "kspace:PATH.npy", "kspace:PATH.npz[:KEY]",
                 "kspace:PATH.mat[:KEY]", "kspace_uncentred:PATH.npy|.npz[:KEY]|.mat[:KEY]")
+
+
+def image_generator(spec):
+    """The generator of a source that draws a fresh image per seed, or ``None``.
+
+    ``ellipses`` gives :func:`mrijax.data.phantoms.random_ellipses` and
+    ``shepp_logan_variants`` (or ``shepp-logan-variants``) gives
+    :func:`mrijax.data.phantoms.shepp_logan_variant`, both called as ``f(size, seed)``
+    with ``seed`` an int or a sequence of ints, returning one ``(size, size)`` float32
+    image in ``[0, 1]``: sources of unlimited training data.  Every other spec (files,
+    the fixed phantom, ``mni``, ``fastmri:``, ...) is a finite pool: ``None``.
+    """
+    name = str(spec).strip().lower()
+    if name in _ELLIPSE_NAMES or name in _VARIANT_NAMES:
+        from mrijax.data import phantoms
+
+        return phantoms.random_ellipses if name in _ELLIPSE_NAMES else phantoms.shepp_logan_variant
+    return None
 
 
 def center_crop_square(images):
@@ -480,6 +499,10 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
       phantom (:func:`mrijax.data.phantoms.shepp_logan`), repeated ``count`` times.
     * ``ellipses``: ``count`` random-ellipse images
       (:func:`mrijax.data.phantoms.random_ellipses_batch`) drawn with ``seed``.
+    * ``shepp_logan_variants`` | ``shepp-logan-variants``: ``count`` randomly perturbed
+      Shepp-Logan phantoms (:func:`mrijax.data.phantoms.shepp_logan_variants`, default
+      jitter: every ellipse moved, resized, turned and re-weighted a little) drawn with
+      ``seed``: the phantom's anatomy without one fixed image.
     * ``mni`` | ``mni:axial`` | ``mni:coronal`` | ``mni:sagittal``: slices of the
       MNI152 T1 template shipped in nilearn's wheel (:func:`mrijax.data.mni.mni_slices`),
       ``count`` of them evenly spread over the central part of the brain.
@@ -523,7 +546,8 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
       spec: the source, as above.
       size: output side length.
       count: number of images; ``None`` for all of a file's (1 for generated ones).
-      seed: seeds ``ellipses``; unused by other sources (they are deterministic).
+      seed: seeds ``ellipses`` and ``shepp_logan_variants`` (image ``j`` from the
+        seed ``[seed, j]``); unused by other sources (they are deterministic).
 
     Returns:
       ``float32`` (real sources) or ``complex64`` (complex arrays, single-coil k-space)
@@ -555,6 +579,10 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
         from mrijax.data import phantoms
 
         images = np.asarray(phantoms.random_ellipses_batch(count or 1, size, seed))
+    elif name in _VARIANT_NAMES:
+        from mrijax.data import phantoms
+
+        images = np.asarray(phantoms.shepp_logan_variants(count or 1, size, seed))
     elif name == "mni" or name.startswith("mni:"):
         from mrijax.data import mni
 

@@ -1,4 +1,4 @@
-"""Synthetic test images: Shepp-Logan, random-ellipse "Ell" images, user-drawn details.
+"""Synthetic test images: Shepp-Logan and seeded variants of it, random "Ell" images, details.
 
 Everything here is NumPy, runs on the host, and returns ``float32`` arrays with
 values in ``[0, 1]`` (complex64 for :func:`with_smooth_phase`); wrap the result in
@@ -304,6 +304,193 @@ def random_ellipses_batch(batch, n, seed, **kwargs):
     if not images:
         return np.zeros((0,) + shape, np.float32)
     return np.stack(images)
+
+
+# How far jitter=1 moves each ellipse of a Shepp-Logan variant (see shepp_logan_variant).
+_VARIANT_SHIFT = 0.05      # centre shift per coordinate, in units of half the image width
+_VARIANT_AXIS = 0.15       # relative change of each semi-axis
+_VARIANT_ANGLE = 10.0      # rotation of each ellipse, degrees
+_VARIANT_VALUE = 0.3       # relative change of each intensity
+_VARIANT_SPIN = 15.0       # rotation of the whole phantom about the image centre, degrees
+_VARIANT_MAX_JITTER = 2.0  # intensity factors stay >= 0.4 and axis factors >= 0.7
+# The perturbed skull is kept inside this fraction of the half-width (the phantom's own
+# skull reaches 0.92): the whole configuration is shrunk about the centre if needed.
+_VARIANT_FIT = 0.95
+
+
+def _check_jitter(jitter):
+    if (not isinstance(jitter, numbers.Real) or isinstance(jitter, bool) or not np.isfinite(jitter)
+            or not 0.0 <= jitter <= _VARIANT_MAX_JITTER):
+        raise ValueError(f"jitter must be a number in [0, {_VARIANT_MAX_JITTER:g}], got {jitter!r}")
+    return float(jitter)
+
+
+def _rotate(x, y, degrees):
+    t = np.deg2rad(degrees)
+    c, s = np.cos(t), np.sin(t)
+    return c * x - s * y, s * x + c * y
+
+
+def _variant_table(table, rng, jitter, rotate):
+    """The rows ``(value, a, b, cx, cy, angle)`` of a perturbed Shepp-Logan ``table``.
+
+    Rows 0 (skull) and 1 (the ellipse that carves the brain out of it) are the "head";
+    the other rows lie inside the brain.  See :func:`shepp_logan_variant`.
+    """
+    # Every random number is drawn, in this order, whatever jitter and rotate are: the
+    # same seed then gives the same *direction* of perturbation at every jitter, scaled.
+    u = rng.uniform(-1.0, 1.0, (len(table), 6))  # per row: dx, dy, a, b, angle, value
+    spin = rng.uniform(-1.0, 1.0) * (_VARIANT_SPIN * jitter)
+    if not rotate:
+        spin = 0.0
+    shift = u[:, 0:2] * (_VARIANT_SHIFT * jitter)
+    axis = 1.0 + u[:, 2:4] * (_VARIANT_AXIS * jitter)
+    turn = u[:, 4] * (_VARIANT_ANGLE * jitter)
+    gain = 1.0 + u[:, 5] * (_VARIANT_VALUE * jitter)
+
+    values = [v * g for (v, *_), g in zip(table, gain)]
+    # The brain ellipse's factor scales the brain's level (skull + it), not its own value,
+    # so the brain stays at its level +-30% (0.2 in the modified phantom) instead of
+    # possibly cancelling the skull or going negative.  At jitter 0 both deltas are 0.0.
+    v0, v1 = table[0][0], table[1][0]
+    values[1] = v1 + (gain[1] - 1.0) * (v0 + v1) - (gain[0] - 1.0) * v0
+
+    # The head: rows 0 and 1 share row 0's draws (one map for both keeps the skull ring
+    # whole), a map p -> c0 + d + R(turn) diag(sa, sb) (p - c0) that also carries the
+    # centres of the inner ellipses, so they stay where they were inside the brain.
+    _, _, _, cx0, cy0, angle0 = table[0]
+    (dx, dy), (sa, sb), head_turn = shift[0], axis[0], turn[0]
+
+    def head_map(x, y):
+        # In the skull's own frame (its table angle is 0, but keep it general).
+        u_, v_ = _rotate(x - cx0, y - cy0, -angle0)
+        x_, y_ = _rotate(u_ * sa, v_ * sb, angle0 + head_turn)
+        return cx0 + dx + x_, cy0 + dy + y_
+
+    rows = []
+    for k, (_, a, b, cx, cy, angle) in enumerate(table):
+        x, y = head_map(cx, cy)
+        if k < 2:
+            rows.append([values[k], a * sa, b * sb, x, y, angle + head_turn])
+        else:
+            rows.append([values[k], a * axis[k, 0], b * axis[k, 1], x + shift[k, 0], y + shift[k, 1],
+                         angle + head_turn + turn[k]])
+    rows = np.array(rows, np.float64)
+    if spin != 0.0:
+        rows[:, 3], rows[:, 4] = _rotate(rows[:, 3], rows[:, 4], spin)
+        rows[:, 5] += spin
+
+    # Keep the skull off the border: its bounding box about the image centre.
+    _, a, b, cx, cy, angle = rows[0]
+    t = np.deg2rad(angle)
+    reach = max(abs(cx) + np.hypot(a * np.cos(t), b * np.sin(t)),
+                abs(cy) + np.hypot(a * np.sin(t), b * np.cos(t)))
+    if reach > _VARIANT_FIT:
+        rows[:, 1:5] *= _VARIANT_FIT / reach
+    return [tuple(float(v) for v in row) for row in rows]
+
+
+def shepp_logan_variant(n, seed, *, jitter=1.0, modified=True, rotate=True, supersample=1):
+    """A randomly perturbed Shepp-Logan phantom: the phantom's anatomy, not its exact image.
+
+    Training on the one fixed phantom teaches a network that image; training on random
+    ellipses (:func:`random_ellipses`) loses the phantom's structure.  A variant keeps the
+    structure -- a bright skull ring around a brain holding two dark ellipses and the
+    same small bright details -- while every size, position, angle and grey level moves
+    a little, so a batch of variants is training (or test) data with the phantom's
+    anatomy.  Every ellipse of :func:`shepp_logan`'s table is perturbed; with
+    ``u`` a draw uniform in ``[-1, 1]`` (a separate one for each number) and
+    ``j = jitter``:
+
+    * centre: each coordinate shifted by ``0.05 j u`` (units of half the image width);
+    * semi-axes: each multiplied by ``1 + 0.15 j u``;
+    * angle: rotated by ``10 j u`` degrees;
+    * intensity (the value the ellipse adds): multiplied by ``1 + 0.3 j u``.  For the
+      second ellipse, which carves the brain out of the skull, the factor scales the
+      brain's level (skull value + its value, 0.2 in the modified phantom), so the brain
+      never cancels or goes negative; the dark ellipses may go below 0 and are clipped
+      to 0, as the phantom itself clips them;
+    * the skull and the brain ellipse move together (one shift, one pair of axis
+      factors, one rotation, drawn for the skull) so the skull ring stays whole, and the
+      centres of the inner ellipses follow that same map before their own shift, so they
+      stay inside the brain; the skull stays the largest ellipse;
+    * with ``rotate=True`` the whole phantom is then rotated about the image centre by
+      ``15 j u`` degrees;
+    * if the skull would then reach past 95% of the half-width (the phantom's reaches
+      92%), everything is shrunk about the image centre until it fits, so the head never
+      touches the border.
+
+    The sum is scaled as :func:`shepp_logan` scales it (halved for the original
+    intensities), divided by its maximum if that exceeds 1 (a brightened skull keeps its
+    contrast to the brain instead of saturating) and clipped to ``[0, 1]``.
+    ``jitter=0`` gives exactly ``shepp_logan(n, modified, supersample=supersample)``.
+    The random numbers are drawn in a fixed order whatever ``jitter`` and ``rotate`` are,
+    so for one seed a smaller ``jitter`` is the same perturbation, proportionally smaller.
+
+    Args:
+      n: image size, an int (square) or ``(H, W)``.
+      seed: a non-negative int, a sequence of them (``[seed, index]``), or a
+        ``numpy.random.SeedSequence``.
+      jitter: strength of the perturbation in ``[0, 2]``; 1 (default) is the amounts
+        above, 0 the phantom itself.  Up to 1 every inner ellipse stays inside the brain
+        and the skull stays the brightest part; beyond, inner ellipses can cross the
+        skull ring and grey levels reorder (at 2 intensities vary by +-60%).
+      modified: Toft's intensities (True) or the original ones (False), as in
+        :func:`shepp_logan`.
+      rotate: add the global rotation (True) or not.
+      supersample: ``s x s`` samples per pixel, averaged (edges get partial values).
+
+    Returns:
+      ``float32`` array of shape ``(H, W)`` in ``[0, 1]``.
+
+    Raises:
+      ValueError / TypeError: a bad size, seed, ``jitter`` or ``supersample``.
+    """
+    shape = _image_shape(n)
+    supersample = _check_supersample(supersample)
+    jitter = _check_jitter(jitter)
+    rng = _rng(seed)
+    table = _MODIFIED_SHEPP_LOGAN
+    scale = 1.0
+    if not modified:
+        table = [(v,) + row[1:] for v, row in zip(_ORIGINAL_SHEPP_LOGAN_INTENSITIES, table)]
+        scale = 0.5
+    rows = _variant_table(table, rng, jitter, bool(rotate))
+    image = _paint(shape, rows, supersample) * scale
+    peak = image.max()
+    if peak > 1.0:
+        image = image / peak
+    # As in shepp_logan: sums such as 1 - 0.8 - 0.2 are 0 only up to rounding.
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def shepp_logan_variants(batch, n, seed, **kwargs):
+    """``batch`` independent :func:`shepp_logan_variant` images, shape ``(batch, H, W)``.
+
+    Image ``i`` is exactly ``shepp_logan_variant(n, seed=[seed, i], **kwargs)`` (seeded
+    as :func:`random_ellipses_batch` seeds its images), so any single image of a batch
+    can be regenerated on its own.
+
+    Args:
+      batch: number of images, an int >= 0.
+      n: image size, an int or ``(H, W)``.
+      seed: a non-negative int.
+      **kwargs: passed to :func:`shepp_logan_variant` (``jitter``, ``modified``,
+        ``rotate``, ``supersample``).
+
+    Returns:
+      ``float32`` array ``(batch, H, W)`` in ``[0, 1]``.
+    """
+    if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or batch < 0:
+        raise ValueError(f"batch must be an int >= 0, got {batch!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    shape = _image_shape(n)
+    if batch == 0:
+        # Still validate the options, as a non-empty batch would.
+        shepp_logan_variant(1, 0, **kwargs)
+        return np.zeros((0,) + shape, np.float32)
+    return np.stack([shepp_logan_variant(n, [int(seed), i], **kwargs) for i in range(batch)])
 
 
 def with_smooth_phase(image, seed, max_phase=np.pi / 2, *, degree=2):
