@@ -295,15 +295,20 @@ def random_ellipses_batch(batch, n, seed, **kwargs):
     Returns:
       ``float32`` array ``(batch, H, W)`` in ``[0, 1]``.
     """
+    return _seeded_batch(random_ellipses, batch, n, seed, **kwargs)
+
+
+def _seeded_batch(make, batch, n, seed, **kwargs):
+    """``stack([make(n, [seed, i], **kwargs) for i in range(batch)])``, arguments checked."""
     if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or batch < 0:
         raise ValueError(f"batch must be an int >= 0, got {batch!r}")
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     shape = _image_shape(n)
-    images = [random_ellipses(n, [int(seed), i], **kwargs) for i in range(batch)]
-    if not images:
+    if batch == 0:
+        make(n, 0, **kwargs)  # still validate the options, as a non-empty batch would
         return np.zeros((0,) + shape, np.float32)
-    return np.stack(images)
+    return np.stack([make(n, [int(seed), i], **kwargs) for i in range(batch)])
 
 
 # How far jitter=1 moves each ellipse of a Shepp-Logan variant (see shepp_logan_variant).
@@ -481,16 +486,7 @@ def shepp_logan_variants(batch, n, seed, **kwargs):
     Returns:
       ``float32`` array ``(batch, H, W)`` in ``[0, 1]``.
     """
-    if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or batch < 0:
-        raise ValueError(f"batch must be an int >= 0, got {batch!r}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    shape = _image_shape(n)
-    if batch == 0:
-        # Still validate the options, as a non-empty batch would.
-        shepp_logan_variant(1, 0, **kwargs)
-        return np.zeros((0,) + shape, np.float32)
-    return np.stack([shepp_logan_variant(n, [int(seed), i], **kwargs) for i in range(batch)])
+    return _seeded_batch(shepp_logan_variant, batch, n, seed, **kwargs)
 
 
 def with_smooth_phase(image, seed, max_phase=np.pi / 2, *, degree=2):
