@@ -309,6 +309,10 @@ def test_errors_name_file_and_key(tmp_path):
     _write(p, kspace=good, reconstruction_esc=np.zeros((3, 4, 4), np.float32))
     _expect_file_error(p, "reconstruction_esc", "shape")
 
+    p = tmp_path / "target_too_large.h5"
+    _write(p, kspace=good, reconstruction_esc=np.zeros((2, 8, 10), np.float32))
+    _expect_file_error(p, "reconstruction_esc", "larger than the 8x8 k-space")
+
     p = tmp_path / "target_dtype.h5"
     _write(p, kspace=good, reconstruction_esc=np.zeros((2, 4, 4), np.complex64))
     _expect_file_error(p, "reconstruction_esc", "dtype")

@@ -369,6 +369,11 @@ def _validate(hf, path) -> _Layout:
                 path, target_key,
                 f"has shape {t.shape}; expected [{num_slices}, h, w] to match {KSPACE_KEY} {ks.shape}")
         target_shape = tuple(t.shape[1:])
+        if target_shape[0] > H or target_shape[1] > W:
+            raise FastMRIFileError(
+                path, target_key,
+                f"is {target_shape[0]}x{target_shape[1]}, larger than the {H}x{W} k-space: it cannot be "
+                "the centre crop of the k-space's image")
     else:
         target_key = None
 

@@ -461,7 +461,10 @@ class FastMRISlices:
 
         f, i = self._entries[k]
         s = fastmri.read_slice(f, i)
-        image = fastmri_slice_image(s.kspace, s.recon_size, self.keep_phase)
+        try:
+            image = fastmri_slice_image(s.kspace, s.recon_size, self.keep_phase)
+        except ValueError as e:  # e.g. a header recon size larger than the k-space
+            raise ValueError(f"{f} slice {i}: {e}") from e
         check_finite(image, f"{f} slice {i}")
         return _scale(resize_square(image, self.size))
 
