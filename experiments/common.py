@@ -129,7 +129,7 @@ def flag_dict(fv) -> dict:
 
 def load_reconstruction(model: str, mask, *, weights: str | None = None, flip_filters: bool = False,
                         cs_iters: int | None = None, cs_options: dict | None = None,
-                        image_size: int | None = None):
+                        image_size: int | None = None, coil_maps=None):
     """``--model`` -> ``(recon, description)``: a pure ``f(masked k-space) -> image``.
 
     ``model`` is a checkpoint folder written by ``experiments.train_cascade`` /
@@ -137,32 +137,61 @@ def load_reconstruction(model: str, mask, *, weights: str | None = None, flip_fi
     ``weights``), ``"cs"`` (:func:`mrijax.cs.reconstruction_map` with its defaults,
     overridden by ``cs_options`` and ``cs_iters``), or ``"zero_filled"`` (``A* y``: the
     reference map whose worst-case gain is exactly 1).
+
+    With ``coil_maps`` ``(C, H, W)`` (one image's sensitivities) ``f`` takes multi-coil
+    masked k-space ``(C, H, W)``: the cascade and CS use the SENSE operator with these maps,
+    ``zero_filled`` is its adjoint ``sum_c conj(S_c) ifft2c(mask * k_c)``; AUTOMAP, a
+    single-coil model, raises ``ValueError``.  :func:`reconstruction_factory` builds the
+    map for many sets of coil maps while loading the model once.
+    """
+    make, info = reconstruction_factory(model, mask, weights=weights, flip_filters=flip_filters,
+                                        cs_iters=cs_iters, cs_options=cs_options, multicoil=coil_maps is not None)
+    return make(coil_maps), info
+
+
+def reconstruction_factory(model: str, mask, *, weights: str | None = None, flip_filters: bool = False,
+                           cs_iters: int | None = None, cs_options: dict | None = None, multicoil: bool = False):
+    """``(make, description)``: ``make(coil_maps)`` is :func:`load_reconstruction`'s ``recon``.
+
+    The model is loaded (and, with ``multicoil``, checked to accept coil maps: AUTOMAP raises
+    ``ValueError``) once; ``make(maps)`` only closes over the mask and ``maps`` (``None``
+    for one coil).
     """
     from mrijax import cs, fourier
-    from mrijax.models import load_deepmri_npz, reconstruction_map
+    from mrijax.models import Automap, load_deepmri_npz, reconstruction_map
 
     mask = np.asarray(mask, bool)
     if model == "cs":
         kw = dict(cs_options or {})
         if cs_iters is not None:
             kw["iters"] = cs_iters
-        return cs.reconstruction_map(mask, **kw), {"model": "cs", **kw}
+        return (lambda maps: cs.reconstruction_map(mask, coil_maps=maps, **kw)), {"model": "cs", **kw}
     if model == "zero_filled":
         import jax.numpy as jnp
         mask_j = jnp.asarray(mask)
-        return (lambda k: fourier.adjoint(k, mask_j)), {"model": "zero_filled"}
+
+        def make_zero_filled(maps):
+            if maps is None:
+                return lambda k: fourier.adjoint(k, mask_j)
+            maps = jnp.asarray(maps)
+            return lambda k: fourier.adjoint(k, mask_j, maps)
+        return make_zero_filled, {"model": "zero_filled"}
     if model == "deepmri_npz":
         if not weights:
             raise ValueError("--model=deepmri_npz needs --weights=PATH to the published d5_c5.npz")
         net, params = load_deepmri_npz(weights, flip_filters=flip_filters)
-        return reconstruction_map(net, params, mask), {"model": "deepmri_npz", "weights": weights,
-                                                        "flip_filters": flip_filters}
-    if not os.path.isdir(model):
-        raise FileNotFoundError(
-            f"--model={model!r} is neither 'cs', 'zero_filled', 'deepmri_npz' nor a checkpoint folder")
-    from mrijax.checkpoint import load_model
-    net, params, config = load_model(model)
-    return reconstruction_map(net, params, mask), {"model": model, "config": config.get("model")}
+        info = {"model": "deepmri_npz", "weights": weights, "flip_filters": flip_filters}
+    else:
+        if not os.path.isdir(model):
+            raise FileNotFoundError(
+                f"--model={model!r} is neither 'cs', 'zero_filled', 'deepmri_npz' nor a checkpoint folder")
+        from mrijax.checkpoint import load_model
+        net, params, config = load_model(model)
+        info = {"model": model, "config": config.get("model")}
+    if multicoil and isinstance(net, Automap):
+        raise ValueError(f"--model={model!r} is an AUTOMAP checkpoint, a single-coil model: it cannot use "
+                         "coil maps (--coil_maps)")
+    return (lambda maps: reconstruction_map(net, params, mask, coil_maps=maps)), info
 
 
 # ----------------------------------------------------------------------------- shared flags
@@ -333,8 +362,10 @@ def batch_state_path(fv, j: int) -> str:
     return os.path.join(fv.out_dir, f"state_batch{j}.npz")
 
 
-def run_batches(fv, images, attack_batch: Callable) -> list:
+def run_batches(fv, images, attack_batch: Callable, batch: int | None = None) -> list:
     """Process ``images`` in batches of ``--batch``, resumably; returns each batch's dict of arrays.
+
+    ``batch`` overrides ``--batch`` (e.g. 1 when each image needs its own reconstruction map).
 
     Batch ``j`` is ``attack_batch(j, n_batches, xb, key)``, ``key`` being
     ``fold_in(key(--seed), j)``; its result is saved as ``batch{j}.npz`` in ``--out_dir`` and its
@@ -343,7 +374,8 @@ def run_batches(fv, images, attack_batch: Callable) -> list:
     """
     import jax
     n = images.shape[0]
-    batches = [images[i:i + fv.batch] for i in range(0, n, fv.batch)]
+    batch = fv.batch if batch is None else int(batch)
+    batches = [images[i:i + batch] for i in range(0, n, batch)]
     parts = []
     for j, xb in enumerate(batches):
         done_path = os.path.join(fv.out_dir, f"batch{j}.npz")

@@ -12,6 +12,20 @@ the chosen model and writes into ``--out_dir``:
   same norms, the linearised gain (``--lipschitz_iters``), the model and all flags.
 * ``arrays.npz``: images, perturbations, snapshots, reconstructions and histories.
 
+Multi-coil data (``--coil_maps=estimate``): ``--images`` must be multi-coil k-space
+(``kspace:PATH`` of shape ``(N, C, H, W)`` or ``fastmri:FOLDER`` of multi-coil volumes, read
+by :func:`mrijax.data.images.load_multicoil_kspace`).  Coil maps ``S_c`` are estimated from
+the block of k-space centre that the mask samples fully
+(:func:`mrijax.data.sensitivity.estimate_coil_maps`), and the image the attack measures
+against (the truth ``x``) is the SENSE combination ``x = sum_c conj(S_c) ifft2c(k_c)`` of the
+fully sampled coil data.  The measurements are then simulated with the SENSE operator,
+``A x = (P F (S_c x))_c``, so the maps are exact for the model by construction.  Every
+reconstruction map uses the same maps (the cascade and CS with the SENSE operator,
+``zero_filled`` as ``A* y``; AUTOMAP is refused), each image is attacked on its own (one
+compiled call per image, whatever ``--batch`` says), CS runs in the penalised form
+(``constrained=False``, as :mod:`mrijax.cs` recommends with coil maps), and only
+``--domain=image`` is allowed.
+
 Progress is printed after every ``--chunk`` iterations and the search state is saved
 then (``state_batch{j}.npz``); finished batches are kept as ``batch{j}.npz``.
 ``--resume`` continues an interrupted run from there, redoing nothing that was finished.
@@ -56,6 +70,11 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_string("target", "prediction", "'prediction' (p = f(Ax)), 'truth' (p = x) or a .npy image "
                         "to pull the reconstruction towards.", **d)
     flags.DEFINE_enum("domain", "image", ["image", "measurement"], "Where r lives.", **d)
+    flags.DEFINE_enum("coil_maps", "none", ["none", "estimate"],
+                      "'estimate': --images is multi-coil k-space (kspace:PATH (N, C, H, W) or fastmri:FOLDER); "
+                      "coil maps are estimated from the mask's fully sampled centre, x is the SENSE "
+                      "combination and every model uses the SENSE operator (one image per compiled call; "
+                      "CS penalised; image domain only).", **d)
     flags.DEFINE_bool("real", False, "Real-valued perturbations only (image domain).", **d)
     flags.DEFINE_list("region", [], "Zone of the output that counts: row0,col0,row1,col1 as fractions of "
                       "the image side (a box), e.g. 0.3,0.3,0.5,0.5.", **d)
@@ -141,14 +160,19 @@ def _progress(j, n_batches, steps):
     return report
 
 
-def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key):
-    """Attack one batch of images (with its random starts); returns a dict of NumPy arrays."""
+def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key, *, coil_maps=None):
+    """Attack one batch of images (with its random starts); returns a dict of NumPy arrays.
+
+    ``coil_maps`` ``(B, C, H, W)``: the images' sensitivities, the ones ``recon`` and
+    ``cs_recon`` close over (so ``B`` is 1 unless all images share their maps).
+    """
     import jax
     from mrijax import attacks, metrics
 
     starts = fv.starts
     xs = np.repeat(xb[:, None], starts, axis=1)                    # (B, starts, H, W)
-    cfg, prob, state, bshape = attacks.setup(recon, xs, mask, key=key, **kwargs)
+    cm, cm_s = (None, None) if coil_maps is None else (coil_maps, np.asarray(coil_maps)[:, None])
+    cfg, prob, state, bshape = attacks.setup(recon, xs, mask, key=key, coil_maps=cm_s, **kwargs)
     state = common.run_search(recon, cfg, prob, state, state_path=common.batch_state_path(fv, j), resume=fv.resume,
                               chunk=fv.chunk, report=_progress(j, n_batches, fv.steps),
                               label=f"[batch {j + 1}/{n_batches}]")
@@ -156,7 +180,7 @@ def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key):
 
     # Pick the best start per image: the largest output change at the final r.
     snaps = np.asarray(res.snapshots)                               # (S, B, starts, H, W)
-    ev_all = attacks.evaluate(recon, xs, mask, res.r, domain=fv.domain)
+    ev_all = attacks.evaluate(recon, xs, mask, res.r, domain=fv.domain, coil_maps=cm_s)
     best = np.argmax(np.asarray(ev_all["diff_norm"]), axis=1)       # (B,)
     pick = lambda a, axis: np.take_along_axis(
         a, best.reshape((1,) * axis + (-1, 1) + (1,) * (a.ndim - axis - 2)), axis=axis + 1).squeeze(axis + 1)
@@ -164,7 +188,7 @@ def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key):
     snaps = pick(snaps, 1)
     hist = {k: pick(np.asarray(v), 1) for k, v in res.history.items()}
 
-    ev = attacks.evaluate(recon, xb, mask, snaps, domain=fv.domain)  # (S, B, ...)
+    ev = attacks.evaluate(recon, xb, mask, snaps, domain=fv.domain, coil_maps=cm)  # (S, B, ...)
     ref = np.abs(xb + snaps) if fv.domain == "image" else np.abs(np.broadcast_to(xb, snaps.shape))
     out = dict(x=xb, r=r, snapshots=snaps, clean=np.asarray(ev["clean"][0]), perturbed=np.asarray(ev["perturbed"]),
                r_norm=np.asarray(ev["r_norm"]), Ar_norm=np.asarray(ev["Ar_norm"]),
@@ -177,7 +201,7 @@ def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key):
                start_diff_norm=np.asarray(ev_all["diff_norm"]),
                **{f"history_{k}": v for k, v in hist.items()})
     if cs_recon is not None:
-        evc = attacks.evaluate(cs_recon, xb, mask, snaps, domain=fv.domain)
+        evc = attacks.evaluate(cs_recon, xb, mask, snaps, domain=fv.domain, coil_maps=cm)
         out.update(cs_clean=np.asarray(evc["clean"][0]), cs_perturbed=np.asarray(evc["perturbed"]),
                    cs_psnr_clean=np.asarray(evc["psnr_clean"][0]), cs_psnr_perturbed=np.asarray(evc["psnr_perturbed"]),
                    cs_psnr_drop=np.asarray(evc["psnr_drop"]), cs_diff_norm=np.asarray(evc["diff_norm"]))
@@ -185,16 +209,16 @@ def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key):
         norms = np.moveaxis(np.asarray(ev["r_norm"]), 0, -1)           # (B, S)
         nb = attacks.noise_baseline(recon, xb, mask, norms, fv.noise_draws,
                                     jax.random.fold_in(jax.random.key(fv.seed), 10_000 + j),
-                                    domain=fv.domain, real=fv.real)
+                                    domain=fv.domain, real=fv.real, coil_maps=cm)
         out.update(noise_diff_norm=np.asarray(nb["diff_norm"]), noise_psnr_drop=np.asarray(nb["psnr_drop"]))
     if fv.lipschitz_iters > 0:
         ll = attacks.local_lipschitz(recon, xb, mask, fv.lipschitz_iters,
-                                     jax.random.fold_in(jax.random.key(fv.seed), 20_000 + j))
+                                     jax.random.fold_in(jax.random.key(fv.seed), 20_000 + j), coil_maps=cm)
         out.update(lipschitz_gain=np.asarray(ll["gain"]))
     return out
 
 
-def _figures(fv, arrays, snapshots, has_cs):
+def _figures(fv, arrays, snapshots, has_cs, what=""):
     plt = common.pyplot()
     n = arrays["x"].shape[0]
     for i in range(min(n, fv.max_figures)):
@@ -220,7 +244,7 @@ def _figures(fv, arrays, snapshots, has_cs):
                 ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
                 ax.set_title(title, fontsize=8)
                 ax.set_axis_off()
-        fig.suptitle(f"Worst-case perturbations, image {i} (PSNR against |x + r|)", fontsize=10)
+        fig.suptitle(f"Worst-case perturbations, image {i}{what} (PSNR against |x + r|)", fontsize=10)
         common.save_figure(os.path.join(fv.out_dir, f"perturbations_image{i}.png"), fig)
 
         fig, axes = plt.subplots(1, len(snapshots), figsize=(2.6 * len(snapshots), 2.8), squeeze=False)
@@ -287,31 +311,70 @@ def _summary(arrays, snapshots, has_cs):
     return per_image, summary
 
 
+def _multicoil_images(fv, mask):
+    """``--coil_maps=estimate``: (SENSE-combined images x, maps (N, C, H, W), calibration block size)."""
+    from mrijax import fourier
+    from mrijax.data import sensitivity
+    from mrijax.data.images import load_multicoil_kspace
+
+    k = load_multicoil_kspace(fv.images, fv.size, count=fv.num_images)
+    try:
+        n_cal = sensitivity.calibration_size_from_mask(mask)
+    except ValueError as e:
+        raise ValueError(f"--coil_maps=estimate needs a mask with a fully sampled centre: {e}") from e
+    calib = (n_cal, n_cal)
+    maps = np.asarray(sensitivity.estimate_coil_maps(k, calib_size=calib))
+    full = np.ones(mask.shape, bool)
+    images = np.asarray(fourier.adjoint(k, full, maps))             # sum_c conj(S_c) ifft2c(k_c)
+    print(f"coil maps: {k.shape[1]} coils, estimated from the {n_cal}x{n_cal} calibration block the mask "
+          f"samples fully; x = SENSE combination of {k.shape[0]} slice(s)", flush=True)
+    return images, maps, calib
+
+
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
     from mrijax.data.images import load_images
 
     # Everything that can be wrong with the flags fails here, before any long computation.
     size = fv.size
+    multicoil = fv.coil_maps == "estimate"
+    if multicoil and fv.domain == "measurement":
+        raise ValueError("--domain=measurement is for one coil; use --domain=image with --coil_maps=estimate")
     snapshots = _snapshots(fv)
     kwargs = _attack_kwargs(fv, snapshots, size)
     mask = common.mask_from_flags(fv)
-    images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
-    recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
-                                                   flip_filters=fv.flip_filters, cs_iters=fv.cs_iters,
-                                                   cs_options=common.cs_options(fv))
-    cs_recon = None
+    cs_opts = common.cs_options(fv)
+    if multicoil:
+        cs_opts["constrained"] = False  # exact data consistency holds only in the limit with coil maps
+    make_recon, model_info = common.reconstruction_factory(fv.model, mask, weights=fv.weights,
+                                                           flip_filters=fv.flip_filters, cs_iters=fv.cs_iters,
+                                                           cs_options=cs_opts, multicoil=multicoil)
+    make_cs = None
     if fv.compare_cs and fv.model != "cs":
-        cs_recon, _ = common.load_reconstruction(
-            "cs", mask, cs_iters=fv.cs_iters, cs_options=common.cs_options(fv))
+        make_cs, _ = common.reconstruction_factory("cs", mask, cs_iters=fv.cs_iters, cs_options=cs_opts)
+    if multicoil:
+        images, maps, calib = _multicoil_images(fv, mask)
+        recons = [make_recon(m) for m in maps]
+        cs_recons = [make_cs(m) if make_cs else None for m in maps]
+    else:
+        images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
+        recon = make_recon(None)
+        cs_recon = make_cs(None) if make_cs else None
 
     common.prepare_out_dir(fv, _NOT_NUMERIC)
 
     n = images.shape[0]
     t0 = time.time()
-    parts = common.run_batches(
-        fv, images, lambda j, n_batches, xb, key: _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask,
-                                                                kwargs, key))
+    if multicoil:
+        # Each reconstruction map closes over one image's coil maps: one image per compiled call.
+        parts = common.run_batches(
+            fv, images, lambda j, n_batches, xb, key: _attack_batch(
+                fv, j, n_batches, recons[j], cs_recons[j], xb, mask, kwargs, key, coil_maps=maps[j:j + 1]),
+            batch=1)
+    else:
+        parts = common.run_batches(
+            fv, images, lambda j, n_batches, xb, key: _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask,
+                                                                    kwargs, key))
 
     # Per-image arrays have the image axis first, except the snapshot-major ones.
     snap_major = {"snapshots", "perturbed", "r_norm", "Ar_norm", "diff_norm", "psnr_perturbed", "psnr_drop",
@@ -319,6 +382,8 @@ def run(fv) -> dict:
     arrays = {k: np.concatenate([p[k] for p in parts], axis=1 if k in snap_major else 0) for k in parts[0]}
     arrays["mask"] = mask
     arrays["snapshot_iterations"] = np.asarray(snapshots)
+    if multicoil:
+        arrays["coil_maps"] = maps
     has_cs = "cs_clean" in arrays
     per_image, summary = _summary(arrays, snapshots, has_cs)
     results = {"model": model_info, "flags": common.flag_dict(fv), "sampling_rate": float(mask.mean()),
@@ -327,9 +392,18 @@ def run(fv) -> dict:
                "definitions": {"psnr": "10 log10(max|ref|^2 / mean(|rec| - |ref|)^2); ref = x + r (image "
                                        "domain) or x; clean: ref = x",
                                "gain": "||f(A x + A r) - f(A x)|| / ||A r||"}}
+    results["coil_maps"] = fv.coil_maps
+    if multicoil:
+        results.update(coils=int(maps.shape[1]), calibration_size=list(calib), cs_constrained=False)
+        results["definitions"].update(
+            x="SENSE combination sum_c conj(S_c) ifft2c(k_c) of the fully sampled coil k-space k with the "
+              "estimated maps S (arrays.npz 'coil_maps'); the truth the attack measures against",
+            A="SENSE operator: A x = (mask * fft2c(S_c x))_c",
+            cs="penalised CS (constrained=False) with the same coil maps")
     common.save_npz(os.path.join(fv.out_dir, "arrays.npz"), **arrays)
     common.save_json(os.path.join(fv.out_dir, "results.json"), results)
-    _figures(fv, arrays, snapshots, has_cs)
+    _figures(fv, arrays, snapshots, has_cs,
+             f", SENSE-combined ({maps.shape[1]} coils)" if multicoil else "")
     s = summary
     print(f"done: {n} image(s); clean PSNR {s['mean_psnr_clean']:.2f} dB; worst-case PSNR drop "
           f"{s['mean_psnr_drop_final']:.2f} dB (max {s['max_psnr_drop_final']:.2f})"

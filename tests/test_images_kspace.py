@@ -152,3 +152,71 @@ def test_keeps_phase():
     assert images.keeps_phase("fastmri:/data/knee")
     for spec in ("fastmri_magnitude:/data/knee", "ellipses", "mni:axial", "/a/kspace.npy", "x.npz:kspace"):
         assert not images.keeps_phase(spec), spec
+
+
+# ----------------------------------------------------------------------------- multi-coil k-space kept
+
+
+def _multicoil_file(tmp_path, n=2, coils=4, side=48):
+    """Smooth coil maps times random-ellipse phantoms, as centred k-space (N, C, side, side)."""
+    from mrijax.data import phantoms
+    from tests.test_sensitivity import smooth_coil_maps
+
+    x = np.stack([np.asarray(phantoms.random_ellipses(side, s)) for s in range(n)])
+    k = fft2c(smooth_coil_maps(side, coils)[None] * x[:, None]).astype(np.complex64)
+    np.save(tmp_path / "mc.npy", k)
+    return k
+
+
+def test_load_multicoil_kspace_shape_scale_and_sense_combination(tmp_path):
+    from mrijax import fourier
+    from mrijax.data import sensitivity
+
+    _multicoil_file(tmp_path)
+    k = images.load_multicoil_kspace(f"kspace:{tmp_path / 'mc.npy'}", 32)
+    assert k.dtype == np.complex64 and k.shape == (2, 4, 32, 32)
+    coil_images = ifft2c(k.astype(np.complex128))
+    rss = np.sqrt(np.sum(np.abs(coil_images) ** 2, axis=1))
+    np.testing.assert_allclose(rss.max(axis=(-2, -1)), 1.0, atol=1e-5)
+    # SENSE combination with maps estimated from the output approximates the RSS image.
+    maps = np.asarray(sensitivity.estimate_coil_maps(k, calib_size=8))
+    sense = np.asarray(fourier.adjoint(k, np.ones((32, 32), bool), maps))
+    assert np.linalg.norm(np.abs(sense) - rss) / np.linalg.norm(rss) < 0.02
+    # count picks slices as load_images does (count=1: the middle one, here index 1).
+    np.testing.assert_allclose(images.load_multicoil_kspace(f"kspace:{tmp_path / 'mc.npy'}", 32, count=1)[0],
+                               k[1], atol=1e-6)
+
+
+def test_load_multicoil_kspace_at_its_own_size_only_rescales(tmp_path):
+    coils = complex_images((1, 3, H, W), seed=4)
+    np.save(tmp_path / "mc.npy", fft2c(coils).astype(np.complex64))
+    np.save(tmp_path / "u.npy", np.fft.fft2(coils, norm="ortho").astype(np.complex64))
+    peak = np.sqrt(np.sum(np.abs(coils) ** 2, axis=1)).max()
+    expected = fft2c(coils / peak)
+    for spec in (f"kspace:{tmp_path / 'mc.npy'}", f"kspace_uncentred:{tmp_path / 'u.npy'}"):
+        np.testing.assert_allclose(images.load_multicoil_kspace(spec, H), expected, atol=2e-6, err_msg=spec)
+
+
+def test_load_multicoil_kspace_from_fastmri(tmp_path):
+    pytest.importorskip("h5py")
+    from tests.test_fastmri import write_fastmri
+
+    k = write_fastmri(tmp_path / "mc.h5", slices=3, coils=4, H=32, W=24, h=16, w=16)
+    out = images.load_multicoil_kspace(f"fastmri:{tmp_path / 'mc.h5'}", 16, count=1)
+    coil_images = ifft2c(k[1].astype(np.complex128))[:, 8:24, 4:20]       # the 16x16 target crop
+    peak = np.sqrt(np.sum(np.abs(coil_images) ** 2, axis=0)).max()
+    assert out.shape == (1, 4, 16, 16) and out.dtype == np.complex64
+    np.testing.assert_allclose(out[0], fft2c(coil_images / peak), atol=1e-5)
+    write_fastmri(tmp_path / "sc.h5", slices=2, H=32, W=24, h=16, w=16)
+    with pytest.raises(ValueError, match=r"single-coil k-space of shape \(2, 32, 24\)"):
+        images.load_multicoil_kspace(f"fastmri:{tmp_path / 'sc.h5'}", 16)
+
+
+def test_load_multicoil_kspace_refuses_other_data(single):
+    _, d = single
+    with pytest.raises(ValueError, match=r"kspace:.*k.npy.*single-coil k-space of shape \(3, 16, 16\)"):
+        images.load_multicoil_kspace(f"kspace:{d / 'k.npy'}", H)
+    with pytest.raises(ValueError, match="not a multi-coil k-space source"):
+        images.load_multicoil_kspace("shepp_logan", H)
+    with pytest.raises(FileNotFoundError):
+        images.load_multicoil_kspace(f"kspace:{d / 'missing.npy'}", H)

@@ -13,6 +13,9 @@ Two sources start from measured k-space rather than images:
 * ``kspace:PATH`` -- a ``.npy``/``.npz``/``.mat`` array of centred k-space
   (``kspace_uncentred:PATH`` for the ``fft2(x, norm="ortho")`` layout), turned into
   images by :func:`images_from_kspace`.
+
+:func:`load_multicoil_kspace` reads the same multi-coil sources without combining the
+coils: ``(N, C, size, size)`` k-space for experiments with coil sensitivity maps.
 """
 
 from __future__ import annotations
@@ -276,8 +279,8 @@ def images_from_kspace(kspace, *, uncentred: bool = False, source: str = "kspace
     return np.stack([np.asarray(_kspace_to_image(k[n], bool(uncentred), multicoil)) for n in range(k.shape[0])])
 
 
-def _load_kspace(spec: str, prefix: str, count):
-    """The images of a ``kspace:`` / ``kspace_uncentred:`` spec (only the chosen slices are transformed)."""
+def _read_kspace_file(spec: str, prefix: str):
+    """The checked array of a ``kspace:`` / ``kspace_uncentred:`` spec and its name for messages."""
     if not spec:
         raise ValueError(f"--images {prefix}: needs a file, e.g. {prefix}:PATH.npy or {prefix}:PATH.mat:KEY")
     path, key = _split_key(spec)
@@ -293,7 +296,12 @@ def _load_kspace(spec: str, prefix: str, count):
     from mrijax.data.io import load_array
 
     where = f"{path}" if key is None else f"{path} [{key!r}]"
-    k = _check_kspace(load_array(path, key), where)
+    return _check_kspace(load_array(path, key), where), where
+
+
+def _load_kspace(spec: str, prefix: str, count):
+    """The images of a ``kspace:`` / ``kspace_uncentred:`` spec (only the chosen slices are transformed)."""
+    k, where = _read_kspace_file(spec, prefix)
     k = k[_pick(k.shape[0], count, where)]  # transform only the chosen slices
     return images_from_kspace(k, uncentred=_KSPACE_PREFIXES[prefix], source=where)
 
@@ -604,3 +612,123 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
     images = _scale(resize_square(images, size))
     check_finite(images, source)
     return images
+
+
+# --------------------------------------------------------------------------- multi-coil k-space
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _coil_images(kspace, uncentred: bool):
+    from mrijax import fourier
+
+    if uncentred:
+        kspace = fourier.from_uncentred_kspace(kspace)
+    return fourier.ifft2c(kspace)
+
+
+def _multicoil_slice(coil_images, size: int, where: str) -> np.ndarray:
+    """``(C, H, W)`` coil images -> ``(C, size, size)`` centred k-space whose RSS image has max 1."""
+    from mrijax import fourier
+
+    coil_images = np.asarray(coil_images)
+    check_finite(coil_images, where)
+    x = resize_square(coil_images.astype(np.complex64), size)  # centre square crop, Lanczos-3 per part
+    peak = float(np.sqrt(np.sum(np.abs(x).astype(np.float64) ** 2, axis=0)).max())
+    if not peak > 0:
+        raise ValueError(f"{where}: the coil images are all zero")
+    return np.asarray(fourier.fft2c(x / np.float32(peak))).astype(np.complex64)
+
+
+def _single_coil_error(spec, shape, what):
+    return ValueError(
+        f"--images {spec!r}: {what} is single-coil k-space of shape {tuple(shape)}; multi-coil k-space "
+        "(coil maps) needs a coil axis, (N, C, H, W)")
+
+
+def load_multicoil_kspace(spec, size: int, count: int | None = None) -> np.ndarray:
+    """Fully sampled multi-coil centred k-space ``(N, C, size, size)`` from a k-space source.
+
+    Where :func:`load_images` combines the coils of multi-coil data into a real
+    root-sum-of-squares image, this keeps them, for experiments that use coil
+    sensitivity maps (the SENSE operator of :mod:`mrijax.fourier`).
+
+    Spec grammar (the k-space sources of :func:`load_images`):
+
+    * ``kspace:PATH.npy`` | ``kspace:PATH.npz[:KEY]`` | ``kspace:PATH.mat[:KEY]``: a complex
+      array ``(N, C, H, W)`` of fully sampled centred k-space (DC at ``(H//2, W//2)``).
+    * ``kspace_uncentred:PATH...``: the same in the uncentred layout ``fft2(x, norm="ortho")``,
+      converted with :func:`mrijax.fourier.from_uncentred_kspace`.
+    * ``fastmri:FOLDER`` | ``fastmri:FILE.h5`` (or ``fastmri_magnitude:``): the slices of
+      multi-coil fastMRI volumes, in file-name then slice order, each cropped first to its
+      reconstructed field of view (the stored target's size, else the header's; as
+      :func:`fastmri_slice_image` does).  Undersampled test files are refused.
+
+    ``count`` slices evenly spread over those available are read (``None``: all), and
+    only those are transformed.  Each slice is processed on its own:
+
+    1. coil images ``ifft2c(k_c)``;
+    2. centre-cropped to a square and resized to ``(size, size)`` (:func:`resize_square`:
+       antialiased Lanczos-3 on real and imaginary parts, each coil alike);
+    3. all coils divided by one factor so that the root-sum-of-squares image
+       ``sqrt(sum_c |x_c|^2)`` has maximum 1 (relative coil sensitivities and phases kept);
+    4. back to k-space with ``fft2c``.
+
+    Args:
+      spec: the source, as above.
+      size: output side length.
+      count: number of slices, or ``None`` for all.
+
+    Returns:
+      ``complex64`` NumPy array ``(N, C, size, size)``, centred.
+
+    Raises:
+      ValueError: a spec that is not a k-space source, single-coil data (the message names the
+        spec and the shape), k-space that is not complex, non-finite or all-zero coil images,
+        bad ``size``/``count``.
+      FileNotFoundError: a missing file or folder.
+    """
+    if not isinstance(spec, (str, pathlib.PurePath)):
+        raise TypeError(f"spec must be a str or path, got {type(spec).__name__}")
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    if count is not None and (not isinstance(count, (int, np.integer)) or count < 1):
+        raise ValueError(f"count must be a positive int or None, got {count!r}")
+    text = str(spec).strip()
+    size = int(size)
+
+    found = _prefixed(text, _KSPACE_PREFIXES)
+    if found is not None:
+        prefix, rest = found
+        k, where = _read_kspace_file(rest, prefix)
+        if k.ndim != 4:
+            raise _single_coil_error(text, k.shape, where)
+        k = k[_pick(k.shape[0], count, where)]
+        uncentred = _KSPACE_PREFIXES[prefix]
+        return np.stack([_multicoil_slice(_coil_images(k[n], uncentred), size, f"{where} slice {n}")
+                         for n in range(k.shape[0])])
+
+    found = _prefixed(text, _FASTMRI_PREFIXES)
+    if found is not None:
+        from mrijax.data import fastmri
+        from mrijax import fourier
+
+        prefix, folder = found
+        if not folder:
+            raise ValueError(f"--images {prefix}: needs a folder of fastMRI .h5 volumes, e.g. {prefix}:/data/knee")
+        pool = FastMRISlices(folder, size, count=count, cache_size=0)  # validates; reads no k-space
+        if not pool.multicoil:
+            with fastmri.read_volume(pool.files[0]) as vol:
+                shape = (len(vol),) + tuple(vol.slice_shape)
+            raise _single_coil_error(text, shape, f"{pool.files[0]}")
+        out = []
+        for j in range(len(pool)):
+            path, i = pool.locate(j)
+            s = fastmri.read_slice(path, i)
+            crop = tuple(min(int(r), n) for r, n in zip(s.recon_size, s.kspace.shape[-2:]))
+            coil_images = fastmri.center_crop(np.asarray(fourier.ifft2c(s.kspace)), crop)
+            out.append(_multicoil_slice(coil_images, size, f"{path} slice {i}"))
+        return np.stack(out)
+
+    raise ValueError(
+        f"--images {text!r} is not a multi-coil k-space source: coil maps need kspace:PATH.npy|.npz[:KEY]|"
+        ".mat[:KEY] (N, C, H, W), kspace_uncentred:PATH... or fastmri:FOLDER_OR_FILE of multi-coil volumes")
