@@ -501,6 +501,16 @@ def fastmri_pool(spec, size: int, count: int | None = None, cache_size: int = 25
     return FastMRISlices(folder, size, keep_phase=_FASTMRI_PREFIXES[prefix], count=count, cache_size=cache_size)
 
 
+def _check_load_args(spec, size, count):
+    """The argument checks shared by :func:`load_images` and :func:`load_multicoil_kspace`."""
+    if not isinstance(spec, (str, pathlib.PurePath)):
+        raise TypeError(f"spec must be a str or path, got {type(spec).__name__}")
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    if count is not None and (not isinstance(count, (int, np.integer)) or count < 1):
+        raise ValueError(f"count must be a positive int or None, got {count!r}")
+
+
 def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.ndarray:
     """Load ``count`` square test images of side ``size`` from a spec string.
 
@@ -572,12 +582,7 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
       FileNotFoundError: a path with a known suffix, or a fastMRI folder, that does not exist.
       ImportError: an optional reader (h5py, nibabel, pydicom, nilearn) is missing.
     """
-    if not isinstance(spec, (str, pathlib.PurePath)):
-        raise TypeError(f"spec must be a str or path, got {type(spec).__name__}")
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    if count is not None and (not isinstance(count, (int, np.integer)) or count < 1):
-        raise ValueError(f"count must be a positive int or None, got {count!r}")
+    _check_load_args(spec, size, count)
     text = str(spec).strip()
     name = text.lower()
     source = f"--images {text!r}"
@@ -687,12 +692,7 @@ def load_multicoil_kspace(spec, size: int, count: int | None = None) -> np.ndarr
         bad ``size``/``count``.
       FileNotFoundError: a missing file or folder.
     """
-    if not isinstance(spec, (str, pathlib.PurePath)):
-        raise TypeError(f"spec must be a str or path, got {type(spec).__name__}")
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    if count is not None and (not isinstance(count, (int, np.integer)) or count < 1):
-        raise ValueError(f"count must be a positive int or None, got {count!r}")
+    _check_load_args(spec, size, count)
     text = str(spec).strip()
     size = int(size)
 

@@ -147,6 +147,14 @@ def ellipse(n, center, axes, angle=0.0, value=1.0, *, supersample=1):
     return image.astype(np.float32)
 
 
+def _shepp_logan_table(modified):
+    """The phantom's ellipse rows and the factor that brings its intensities into [0, 1]:
+    Toft's modified intensities (scale 1) or the original ones (which reach 2: scale 0.5)."""
+    if modified:
+        return _MODIFIED_SHEPP_LOGAN, 1.0
+    return [(v,) + row[1:] for v, row in zip(_ORIGINAL_SHEPP_LOGAN_INTENSITIES, _MODIFIED_SHEPP_LOGAN)], 0.5
+
+
 def shepp_logan(n, modified=True, *, supersample=1):
     """The Shepp-Logan head phantom, values in ``[0, 1]``.
 
@@ -167,11 +175,7 @@ def shepp_logan(n, modified=True, *, supersample=1):
     """
     shape = _image_shape(n)
     supersample = _check_supersample(supersample)
-    table = _MODIFIED_SHEPP_LOGAN
-    scale = 1.0
-    if not modified:
-        table = [(v,) + row[1:] for v, row in zip(_ORIGINAL_SHEPP_LOGAN_INTENSITIES, table)]
-        scale = 0.5
+    table, scale = _shepp_logan_table(modified)
     image = _paint(shape, table, supersample) * scale
     # Sums such as 1 - 0.8 - 0.2 are 0 only up to rounding; clip the last ulp.
     return np.clip(image, 0.0, 1.0).astype(np.float32)
@@ -455,11 +459,7 @@ def shepp_logan_variant(n, seed, *, jitter=1.0, modified=True, rotate=True, supe
     supersample = _check_supersample(supersample)
     jitter = _check_jitter(jitter)
     rng = _rng(seed)
-    table = _MODIFIED_SHEPP_LOGAN
-    scale = 1.0
-    if not modified:
-        table = [(v,) + row[1:] for v, row in zip(_ORIGINAL_SHEPP_LOGAN_INTENSITIES, table)]
-        scale = 0.5
+    table, scale = _shepp_logan_table(modified)
     rows = _variant_table(table, rng, jitter, bool(rotate))
     image = _paint(shape, rows, supersample) * scale
     peak = image.max()
