@@ -128,8 +128,7 @@ def flag_dict(fv) -> dict:
 
 
 def load_reconstruction(model: str, mask, *, weights: str | None = None, flip_filters: bool = False,
-                        cs_iters: int | None = None, cs_options: dict | None = None,
-                        image_size: int | None = None, coil_maps=None):
+                        cs_iters: int | None = None, cs_options: dict | None = None, coil_maps=None):
     """``--model`` -> ``(recon, description)``: a pure ``f(masked k-space) -> image``.
 
     ``model`` is a checkpoint folder written by ``experiments.train_cascade`` /
@@ -167,15 +166,7 @@ def reconstruction_factory(model: str, mask, *, weights: str | None = None, flip
             kw["iters"] = cs_iters
         return (lambda maps: cs.reconstruction_map(mask, coil_maps=maps, **kw)), {"model": "cs", **kw}
     if model == "zero_filled":
-        import jax.numpy as jnp
-        mask_j = jnp.asarray(mask)
-
-        def make_zero_filled(maps):
-            if maps is None:
-                return lambda k: fourier.adjoint(k, mask_j)
-            maps = jnp.asarray(maps)
-            return lambda k: fourier.adjoint(k, mask_j, maps)
-        return make_zero_filled, {"model": "zero_filled"}
+        return (lambda maps: lambda k: fourier.adjoint(k, mask, maps)), {"model": "zero_filled"}
     if model == "deepmri_npz":
         if not weights:
             raise ValueError("--model=deepmri_npz needs --weights=PATH to the published d5_c5.npz")

@@ -734,7 +734,12 @@ def noise_baseline(recon: ReconFn, x, mask, norms, draws: int, key, *, domain: s
 
 @functools.lru_cache(maxsize=64)
 def _compiled_power_iteration(recon, multicoil: bool):
-    """Jitted (start, step, finish) of the power iteration of :func:`local_lipschitz`."""
+    """Jitted ``(start, iterate, finish)`` of the power iteration of :func:`local_lipschitz`.
+
+    ``iterate(e, x, mask, maps, iters=k)`` runs ``k`` iterations (``iters`` static): the map
+    is linearised once per call and its transpose gives ``J^T``, so an iteration costs one
+    tangent and one transposed pass, with no repeated forward pass inside the loop.
+    """
     cm_axis = 0 if multicoil else None
 
     def pieces(xi, mi, ci):
@@ -751,13 +756,17 @@ def _compiled_power_iteration(recon, multicoil: bool):
         e0 = jax.random.normal(kk, (2,) + y.shape, jnp.real(xi).dtype) * mi_full
         return e0 / jnp.sqrt(jnp.sum(e0 ** 2))
 
-    def step_one(e, xi, mi, ci):
+    def iterate_one(e, xi, mi, ci, iters):
         _, _, g_real = pieces(xi, mi, ci)
         zero = jnp.zeros_like(e)
-        _, je = jax.jvp(g_real, (zero,), (e,))
-        (jtje,) = jax.vjp(g_real, zero)[1](je)
-        nrm = jnp.sqrt(jnp.sum(jtje ** 2))
-        return jtje / jnp.maximum(nrm, jnp.finfo(nrm.dtype).tiny)
+        _, jac = jax.linearize(g_real, zero)
+        jac_t = jax.linear_transpose(jac, zero)
+
+        def body(_, ei):
+            (jtje,) = jac_t(jac(ei))
+            nrm = jnp.sqrt(jnp.sum(jtje ** 2))
+            return jtje / jnp.maximum(nrm, jnp.finfo(nrm.dtype).tiny)
+        return jax.lax.fori_loop(0, iters, body, e)
 
     def finish_one(e, xi, mi, ci):
         _, _, g_real = pieces(xi, mi, ci)
@@ -766,9 +775,11 @@ def _compiled_power_iteration(recon, multicoil: bool):
         return jnp.sqrt(jnp.sum(je ** 2)), ec, fourier.adjoint(ec, mi, ci)
 
     start = jax.jit(jax.vmap(start_one, in_axes=(0, 0, cm_axis, 0)))
-    step = jax.jit(jax.vmap(step_one, in_axes=(0, 0, 0, cm_axis)))
+    iterate = jax.jit(lambda e, x, m, c, iters: jax.vmap(
+        functools.partial(iterate_one, iters=iters), in_axes=(0, 0, 0, cm_axis))(e, x, m, c),
+        static_argnames="iters")
     finish = jax.jit(jax.vmap(finish_one, in_axes=(0, 0, 0, cm_axis)))
-    return start, step, finish
+    return start, iterate, finish
 
 
 def local_lipschitz(recon: ReconFn, x, mask, iters: int, key, *, coil_maps=None) -> dict:
@@ -788,14 +799,13 @@ def local_lipschitz(recon: ReconFn, x, mask, iters: int, key, *, coil_maps=None)
         raise ValueError(f"iters must be >= 1, got {iters}")
     xb, maskb, cmb, bshape, hw = _prepare_eval(x, mask, coil_maps)
     keys = jax.random.split(key, xb.shape[0])
-    start, step, finish = _compiled_power_iteration(recon, cmb is not None)
+    start, iterate, finish = _compiled_power_iteration(recon, cmb is not None)
     e = start(xb, maskb, cmb, keys)
     if _unrolled_on_host():   # one compiled iteration per call on CPU, as in :func:`run`
         for _ in range(iters):
-            e = step(e, xb, maskb, cmb)
-    else:
-        e = jax.jit(lambda e0, *a: jax.lax.fori_loop(0, iters, lambda _, ei: step(ei, *a), e0))(
-            e, xb, maskb, cmb)
+            e = iterate(e, xb, maskb, cmb, iters=1)
+    else:                     # the whole loop in one call, linearised once
+        e = iterate(e, xb, maskb, cmb, iters=iters)
     gain, e, img = finish(e, xb, maskb, cmb)
     return {"gain": gain.reshape(bshape), "direction": e.reshape(bshape + e.shape[1:]),
             "image_direction": img.reshape(bshape + hw)}

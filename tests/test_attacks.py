@@ -94,7 +94,9 @@ def test_projected_search_on_linear_map_finds_top_singular_direction(x64):
     assert float(ev["diff_norm"]) / rho == pytest.approx(s[0], rel=1e-6)
 
 
-def test_local_lipschitz_equals_top_singular_value_of_measurement_jacobian(x64):
+@pytest.mark.parametrize("host_loop", [True, False])  # CPU's loop of single steps; the one-call loop
+def test_local_lipschitz_equals_top_singular_value_of_measurement_jacobian(x64, monkeypatch, host_loop):
+    monkeypatch.setattr(attacks, "_unrolled_on_host", lambda: host_loop)
     recon = _real_linear_recon(seed=4)
     x = jnp.asarray(np.random.default_rng(2).random((H, W)))
     mask = _mask(1)
