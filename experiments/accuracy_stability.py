@@ -104,18 +104,6 @@ def define_flags() -> flags.FlagValues:
 # ----------------------------------------------------------------------------- flags
 
 
-def _floats(text, name, count=None):
-    try:
-        out = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
-    except ValueError as e:
-        raise ValueError(f"--{name} must be numbers, got {text!r}") from e
-    if count is not None and len(out) != count:
-        raise ValueError(f"--{name} needs {count} numbers, got {text!r}")
-    if not all(np.isfinite(out)):
-        raise ValueError(f"--{name} must be finite, got {text!r}")
-    return out
-
-
 def _check_flags(fv):
     """Every flag problem, before any long computation.  Returns (zones, detail values, curve steps)."""
     if not (fv.radius > 0):
@@ -126,11 +114,11 @@ def _check_flags(fv):
         raise ValueError("--zones: give at least one zone cy,cx,ry,rx")
     zones = []
     for z in fv.zones:
-        cy, cx, ry, rx = _floats(z, "zones", 4)
+        cy, cx, ry, rx = common.parse_floats(z, "zones", 4)
         if not (0 < cy < 1 and 0 < cx < 1 and ry > 0 and rx > 0):
             raise ValueError(f"--zones {z!r}: the centre must lie in (0, 1) and the radii be > 0")
         zones.append((cy, cx, ry, rx))
-    values = _floats(fv.detail_values, "detail_values")
+    values = common.parse_floats(fv.detail_values, "detail_values")
     if len(values) == 1 or fv.zone_attack == "region" or (not fv["detail_values"].present and values):
         # One value for all; region attacks draw no detail; the defaults repeat over any zones.
         values = [values[k % len(values)] for k in range(len(zones))]

@@ -278,6 +278,23 @@ def mask_from_flags(fv, size: int | None = None):
     return masks.for_acceleration(fv.mask, (size, size), fv.acceleration, fv.mask_seed, sample_n=fv.sample_n)
 
 
+def parse_floats(values, name: str, count: int | None = None) -> list:
+    """A list flag (or a comma-separated string) as finite floats, with errors naming ``--name``.
+
+    ``count``: the exact number of values required (``None``: any).
+    """
+    text = values
+    try:
+        out = [float(v) for v in (values.split(",") if isinstance(values, str) else values)]
+    except ValueError as e:
+        raise ValueError(f"--{name} must be numbers, got {text!r}") from e
+    if count is not None and len(out) != count:
+        raise ValueError(f"--{name} needs {count} numbers, got {text!r}")
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"--{name} must be finite, got {text!r}")
+    return out
+
+
 def prepare_out_dir(fv, not_numeric=("resume", "out_dir")) -> None:
     """Create ``--out_dir`` and store the flags; on ``--resume`` check they match the stored run.
 

@@ -91,30 +91,18 @@ def define_flags() -> flags.FlagValues:
 _NOT_NUMERIC = {"resume", "chunk", "out_dir"}
 
 
-def _floats(values, name, count=None):
-    try:
-        out = [float(v) for v in values]
-    except ValueError as e:
-        raise ValueError(f"--{name} must be numbers, got {values}") from e
-    if count is not None and len(out) != count:
-        raise ValueError(f"--{name} needs {count} numbers, got {values}")
-    if not all(np.isfinite(out)):
-        raise ValueError(f"--{name} must be finite, got {values}")
-    return out
-
-
 def _check_flags(fv):
     """Every flag problem, before any long computation."""
     if fv.pair and fv.detail_in_kernel:
         raise ValueError("--detail_in_kernel is for the single pair; --pair builds its details from "
                          "--visibilities (v = 0 is a detail in the kernel)")
-    center = _floats(fv.detail_center, "detail_center", 2)
-    axes = _floats(fv.detail_axes, "detail_axes", 2)
+    center = common.parse_floats(fv.detail_center, "detail_center", 2)
+    axes = common.parse_floats(fv.detail_axes, "detail_axes", 2)
     if min(axes) <= 0:
         raise ValueError(f"--detail_axes must be positive, got {fv.detail_axes}")
     vis = None
     if fv.pair:
-        vis = _floats(fv.visibilities, "visibilities")
+        vis = common.parse_floats(fv.visibilities, "visibilities")
         if not vis:
             raise ValueError("--visibilities must not be empty with --pair")
         if min(vis) < 0 or max(vis) >= 1:

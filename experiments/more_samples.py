@@ -75,15 +75,8 @@ def define_flags() -> flags.FlagValues:
 _NOT_NUMERIC = {"resume", "out_dir", "show_rates", "example_image"}
 
 
-def _floats(values, name):
-    try:
-        return [float(v) for v in values]
-    except ValueError as e:
-        raise ValueError(f"--{name} must be numbers, got {values}") from e
-
-
 def _rates(fv):
-    rates = _floats(fv.rates, "rates")
+    rates = common.parse_floats(fv.rates, "rates")
     if len(rates) < 2:
         raise ValueError(f"--rates needs at least two rates, got {fv.rates}")
     if any(not 0 < r <= 1 for r in rates):
@@ -99,7 +92,7 @@ def _nearest(realised, rate):
 
 def _show_indices(fv, realised):
     if fv.show_rates:
-        wanted = _floats(fv.show_rates, "show_rates")
+        wanted = common.parse_floats(fv.show_rates, "show_rates")
     else:
         wanted = [realised[0], fv.train_rate, realised[-1]]
     return sorted({_nearest(realised, r) for r in wanted})

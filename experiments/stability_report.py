@@ -124,11 +124,8 @@ DEFINITIONS = {
 
 
 def _radii(fv) -> np.ndarray:
-    try:
-        radii = np.array([float(v) for v in fv.radii], np.float64)
-    except ValueError as e:
-        raise ValueError(f"--radii must be numbers, got {fv.radii}") from e
-    if radii.size == 0 or not np.all(np.isfinite(radii)) or np.any(radii <= 0):
+    radii = np.array(common.parse_floats(fv.radii, "radii"), np.float64)
+    if radii.size == 0 or np.any(radii <= 0):
         raise ValueError(f"--radii must be finite numbers > 0, got {fv.radii}")
     if len(set(radii.tolist())) != radii.size:
         raise ValueError(f"--radii must not repeat a value, got {fv.radii}")

@@ -88,10 +88,7 @@ def _symbol_items(fv):
             raise ValueError(f"--symbols entry {spec!r}: row, col and height must be numbers") from e
         items.append(symbols.Symbol(name, (row, col), height, fv.intensity))
     if fv.text:
-        try:
-            row, col = (float(v) for v in fv.text_center)
-        except ValueError as e:
-            raise ValueError(f"--text_center must be two numbers row,col, got {fv.text_center}") from e
+        row, col = common.parse_floats(fv.text_center, "text_center", 2)
         items.append(symbols.Symbol(fv.text, (row, col), fv.text_height, fv.intensity))
     if not items:
         raise ValueError("nothing to add: give --symbols and/or --text")

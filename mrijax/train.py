@@ -388,8 +388,8 @@ def parse_image_spec(spec: str) -> List[Tuple[str, float]]:
 
     Comma-separated sources, each with an optional ``:weight`` suffix (default 1; weights
     are normalised).  A source is ``ellipses`` or ``shepp_logan_variants`` (a fresh
-    random-ellipse image or Shepp-Logan variant for every draw: unlimited data) or anything :func:`mrijax.data.images.load_images` reads
-    (``shepp_logan``, ``mni``, ``mni:axial``, ``mni:coronal``, ``mni:sagittal``, a
+    random-ellipse image or Shepp-Logan variant for every draw: unlimited data) or
+    anything :func:`mrijax.data.images.load_images` reads (``shepp_logan``, ``mni``, ``mni:axial``, ``mni:coronal``, ``mni:sagittal``, a
     ``.npy``/``.npz``/``.mat``/... path, ``kspace:PATH``), which is loaded once as a
     finite pool, or ``fastmri:FOLDER`` / ``fastmri_magnitude:FOLDER``, a lazy pool of the
     slices of a folder of fastMRI volumes (:class:`mrijax.data.images.FastMRISlices`),
