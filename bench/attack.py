@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     ap.add_argument("--loop", choices=["host", "scan"], default=None,
                     help="force the iteration loop (default: mrijax's choice for the backend)")
     ap.add_argument("--small_conv_impl", choices=["auto", "conv", "matmul"], default="auto")
+    ap.add_argument("--conv_impl", choices=["auto", "xla", "winograd", "winograd4"], default="auto",
+                    help="how the hidden 64 -> 64 convolutions are computed (Cascade(conv_impl=...))")
     ap.add_argument("--remat", action="store_true", help="Cascade(remat=True)")
     args = ap.parse_args(argv)
 
@@ -90,8 +92,8 @@ def main(argv=None) -> int:
     print(f"float32 4096^3 GEMM: NumPy {numpy_gemm / 1e9:.1f} GFLOP/s, XLA {xla_gemm / 1e9:.1f} GFLOP/s "
           f"(the ceiling: the larger)")
     print(f"loop {args.loop or ('host' if attacks._unrolled_on_host() else 'scan')}  "
-          f"small_conv_impl {args.small_conv_impl}  remat {args.remat}  steps {args.steps}")
-    model = Cascade(small_conv_impl=args.small_conv_impl, remat=args.remat)
+          f"small_conv_impl {args.small_conv_impl}  conv_impl {args.conv_impl}  remat {args.remat}  steps {args.steps}")
+    model = Cascade(small_conv_impl=args.small_conv_impl, conv_impl=args.conv_impl, remat=args.remat)
     for case in args.cases.split(","):
         side, batch = (int(v) for v in case.lower().split("x"))
         rng = np.random.default_rng(0)
