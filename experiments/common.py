@@ -268,6 +268,20 @@ def define_mask_flags(fv, *, mask: str = "gaussian_lines", acceleration: float =
     flags.DEFINE_integer("mask_seed", 0, "Seed of the mask.", lower_bound=0, **d)
 
 
+def define_search_flags(fv, *, steps: int, radius: float = 0.02) -> None:
+    """``--steps``, ``--radius``, ``--radius_relative_to``, ``--lr``, ``--momentum``, ``--tau``: one
+    projected worst-case search (:func:`mrijax.attacks.worst_case` with ``radius``)."""
+    from absl import flags
+    d = dict(flag_values=fv)
+    flags.DEFINE_integer("steps", steps, "Iterations of the worst-case search.", lower_bound=1, **d)
+    flags.DEFINE_float("radius", radius, "l2 radius of r (see --radius_relative_to).", **d)
+    flags.DEFINE_enum("radius_relative_to", "x", ["absolute", "x", "measurements"],
+                      "Radius in absolute units, or times ||x|| or ||A x||.", **d)
+    flags.DEFINE_float("lr", None, "Step of the search (default radius / 20).", **d)
+    flags.DEFINE_float("momentum", 0.9, "Momentum of the search.", lower_bound=0.0, **d)
+    flags.DEFINE_float("tau", 1e-2, "Scale of the search's uniform random start.", lower_bound=0.0, **d)
+
+
 def mask_from_flags(fv, size: int | None = None):
     """The ``(size, size)`` mask the mask flags describe (:func:`mrijax.masks.for_acceleration`).
 

@@ -56,13 +56,7 @@ def define_flags() -> flags.FlagValues:
     common.define_image_flags(fv, images="mni:axial", num_images=4, size=64)
     # sample_n=4 at size 64 is the fraction the shipped checkpoint was trained with.
     common.define_mask_flags(fv, sample_n=4)
-    flags.DEFINE_integer("steps", 100, "Iterations of the worst-case search.", lower_bound=1, **d)
-    flags.DEFINE_float("radius", 0.02, "l2 radius of r (see --radius_relative_to).", **d)
-    flags.DEFINE_enum("radius_relative_to", "x", ["absolute", "x", "measurements"],
-                      "Radius in absolute units, or times ||x|| or ||A x||.", **d)
-    flags.DEFINE_float("lr", None, "Step of the search (default radius / 20).", **d)
-    flags.DEFINE_float("momentum", 0.9, "Momentum of the search.", lower_bound=0.0, **d)
-    flags.DEFINE_float("tau", 1e-2, "Scale of the search's uniform random start.", lower_bound=0.0, **d)
+    common.define_search_flags(fv, steps=100)
     flags.DEFINE_enum("domain", "image", ["image", "measurement"],
                       "Where r lives (both the search and the random draws).", **d)
     flags.DEFINE_bool("real", False, "Real-valued perturbations only (image domain; both).", **d)

@@ -17,7 +17,14 @@ or the SENSE operator with ``coil_maps``), the solver minimises over complex ima
 * ``W`` is the orthogonal periodised wavelet transform of :mod:`mrijax.wavelets`
   (``wavelet="db4"``, ``levels=3``); ``||c||_1 = sum |c|`` with the complex modulus.  By
   default the coarse approximation band is not penalised (``penalise_approximation``),
-  since it holds the image's non-sparse low-pass content.
+  since it holds the image's non-sparse low-pass content.  With ``tv=0`` that leaves the
+  regulariser blind to the whole approximation space, and the constrained minimiser moves
+  detail into that free band wherever the unsampled frequencies allow it.  Measured on an MNI
+  axial slice at 128 x 128, 33 % lines, db4, 3 levels, 3000 iterations: its detail l1 is 397
+  against 568 for the true image and its PSNR 15.1 dB against 20.2 dB for zero filling; two
+  starts converge to images 1.7 % apart with equal objective (a flat valley).  With
+  ``penalise_approximation=True``: 22.2 dB, and the starts agree to 1e-5.  :func:`reconstruct`
+  warns when ``tv=0`` leaves the band free.
 
 Algorithm.  Chambolle-Pock's primal-dual hybrid gradient (PDHG, Chambolle & Pock 2011)
 with ``K = [grad; W]`` (plus ``A`` with coil maps), ``theta = 1``::
@@ -95,6 +102,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import warnings
 
 import numpy as np
 import jax
@@ -543,6 +551,11 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
         check_image(x0, "x0")
     if history and (tol is not None or not return_info):
         raise ValueError("history=True needs return_info=True and tol=None")
+    if _is_zero(tv) and not penalise_approximation:
+        warnings.warn("cs.reconstruct with tv=0 and penalise_approximation=False: nothing penalises the "
+                      "wavelet approximation band, and the minimiser moves detail into it (poor, possibly "
+                      "non-unique solutions; see the mrijax.cs docstring). Pass penalise_approximation=True "
+                      "or a tv > 0.", UserWarning, stacklevel=2)
     x, info = _solve_jit(k0, mask, coil_maps, tv, wavelet_weight, wavelet=wavelet.lower(), levels=levels,
                          iters=iters, constrained=bool(constrained), tol=tol, boundary=boundary,
                          step_balance=float(step_balance), penalise_approximation=bool(penalise_approximation),

@@ -317,3 +317,14 @@ def test_bad_arguments_raise_before_work():
         cs.reconstruct(k, mask, history=True)
     with pytest.raises(TypeError, match="scalar"):
         cs.reconstruct(k, mask, tv=jnp.ones(3))
+
+
+def test_wavelet_only_with_a_free_approximation_band_warns(x64):
+    x, mask, k = _problem()
+    with pytest.warns(UserWarning, match="penalise_approximation=True"):
+        cs.reconstruct(k, mask, tv=0, wavelet_weight=1e-2, iters=2, **TINY)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cs.reconstruct(k, mask, tv=0, wavelet_weight=1e-2, iters=2, penalise_approximation=True, **TINY)
+        cs.reconstruct(k, mask, tv=1e-3, wavelet_weight=1e-2, iters=2, **TINY)
