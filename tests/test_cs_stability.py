@@ -12,7 +12,7 @@ from experiments import common, cs_stability
 from mrijax import attacks, cs, fourier, masks, metrics
 
 SIZE = 32
-SETTINGS = ["--setting=zero_filled", "--setting=constrained:iters=15", "--setting=penalised:tv=1e-2:iters=15"]
+SETTINGS = ["--setting=zero_filled", "--setting=constrained:iters=15"]
 TINY = [f"--size={SIZE}", "--images=ellipses", "--num_images=2", "--steps=4", "--chunk=2", "--starts=2",
         "--noise_draws=3", "--sample_n=2", "--seed=1", "--radius=0.05"]
 
@@ -22,23 +22,40 @@ def _run(out_dir, *extra):
 
 
 @pytest.fixture(scope="module")
-def whole_run(tmp_path_factory):
-    """Interrupted after the second setting, then resumed: ``(out_dir, results, arrays, saved)``."""
+def foreign(tmp_path_factory):
+    """A stand-in for a worst_case run's arrays.npz: two images, a mask, two snapshots of random r."""
+    from mrijax.data.images import load_images
+    rng = np.random.default_rng(0)
+    x = np.asarray(load_images("ellipses", SIZE, count=2, seed=1))
+    mask = masks.for_acceleration("gaussian_lines", (SIZE, SIZE), 3.0, 0, sample_n=2)
+    snaps = 0.05 * (rng.standard_normal((2,) + x.shape) + 1j * rng.standard_normal((2,) + x.shape))
+    path = tmp_path_factory.mktemp("foreign") / "arrays.npz"
+    np.savez(path, x=x, mask=mask, snapshots=snaps.astype(np.complex64))
+    return path, x, mask, snaps.astype(np.complex64)
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory, foreign):
+    """Interrupted after the first setting, then resumed: ``(out_dir, results, arrays, saved)``.
+
+    The images, mask and foreign perturbations come from ``foreign``'s file (``--perturbations``).
+    """
     out = tmp_path_factory.mktemp("run")
+    extra = [f"--perturbations={foreign[0]}", *SETTINGS]
     mp = pytest.MonkeyPatch()
     real_save = common.save_npz
 
     def save_then_stop(path, **arrays):
         real_save(path, **arrays)
-        if os.path.basename(path) == "setting1.npz":
+        if os.path.basename(path) == "setting0.npz":
             raise KeyboardInterrupt
     try:
         mp.setattr(common, "save_npz", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
-            _run(out, *SETTINGS)
+            _run(out, *extra)
         saved = []
         mp.setattr(common, "save_npz", lambda path, **a: saved.append(os.path.basename(path)) or real_save(path, **a))
-        assert _run(out, *SETTINGS, "--resume") == 0
+        assert _run(out, *extra, "--resume") == 0
     finally:
         mp.undo()
     res = json.loads((out / "results.json").read_text())
@@ -48,9 +65,9 @@ def whole_run(tmp_path_factory):
 def test_files_and_resume_redoes_only_unfinished_settings(whole_run):
     out, res, _, saved = whole_run
     for name in ("cs_stability.png", "results.json", "arrays.npz", "run_config.json",
-                 "setting0.npz", "setting1.npz", "setting2.npz"):
+                 "setting0.npz", "setting1.npz"):
         assert (out / name).is_file(), name
-    assert "setting0.npz" not in saved and "setting1.npz" not in saved and "setting2.npz" in saved
+    assert "setting0.npz" not in saved and "setting1.npz" in saved
     assert [e["setting"] for e in res["settings"]] == [s.split("=", 1)[1] for s in SETTINGS]
 
 
@@ -65,10 +82,11 @@ def test_zero_filled_reference_scores_exactly_one(whole_run):
     assert zf["worst_kernel_share"] == pytest.approx(0.0, abs=1e-3)
 
 
-def test_numbers_equal_direct_library_calls(whole_run):
+def test_numbers_equal_direct_library_calls(whole_run, foreign):
     _, res, arr, _ = whole_run
     x, mask = arr["x"], arr["mask"]
-    np.testing.assert_array_equal(mask, masks.for_acceleration("gaussian_lines", (SIZE, SIZE), 3.0, 0, sample_n=2))
+    np.testing.assert_array_equal(x, foreign[1])          # images and mask came from --perturbations
+    np.testing.assert_array_equal(mask, foreign[2])
     recon = cs.reconstruction_map(mask, constrained=True, iters=15)
     row = res["settings"][1]
     assert row["options"] == {"iters": 15, "constrained": True}
@@ -97,26 +115,18 @@ def test_numbers_equal_direct_library_calls(whole_run):
     assert row["worst_gain"] > res["settings"][0]["worst_gain"]
 
 
-def test_foreign_perturbations_are_evaluated_like_the_library(tmp_path):
-    rng = np.random.default_rng(0)
-    mask = masks.for_acceleration("gaussian_lines", (SIZE, SIZE), 3.0, 0, sample_n=2)
-    x = rng.random((2, SIZE, SIZE)).astype(np.float32)
-    snaps = (0.05 * (rng.standard_normal((2, 2, SIZE, SIZE)) + 1j * rng.standard_normal((2, 2, SIZE, SIZE))))
-    snaps = snaps.astype(np.complex64)
-    path = tmp_path / "arrays.npz"
-    np.savez(path, x=x, mask=mask, snapshots=snaps)
-    out = tmp_path / "out"
-    assert cs_stability.main(["cs_stability", f"--out_dir={out}", f"--perturbations={path}", "--steps=2",
-                              "--noise_draws=2", "--setting=constrained:iters=10"]) == 0
-    res = json.loads((out / "results.json").read_text())
-    row = res["settings"][0]
-    recon = cs.reconstruction_map(mask, constrained=True, iters=10)
+def test_foreign_perturbations_are_evaluated_like_the_library(whole_run, foreign):
+    _, res, _, _ = whole_run
+    _, x, mask, snaps = foreign
+    row = res["settings"][1]
+    recon = cs.reconstruction_map(mask, constrained=True, iters=15)
     ev = attacks.evaluate(recon, x, mask, snaps)
     np.testing.assert_allclose(row["foreign_psnr_drop"], np.asarray(ev["psnr_drop"]).mean(axis=1), atol=2e-3)
-    arr = common.load_npz(str(out / "arrays.npz"))
-    np.testing.assert_array_equal(arr["x"], x)          # images and mask came from the file
-    np.testing.assert_array_equal(arr["mask"], mask)
+    np.testing.assert_allclose(row["foreign_gain"],
+                               (np.asarray(ev["diff_norm"]) / np.asarray(ev["Ar_norm"])).mean(axis=1), rtol=1e-3)
     assert len(row["foreign_noise_psnr_drop"]) == 2
+    # Zero filling passes A* A r straight through: gain exactly 1.
+    np.testing.assert_allclose(res["settings"][0]["foreign_gain"], 1.0, atol=1e-4)
 
 
 def test_parse_setting_reads_every_key():
