@@ -32,8 +32,8 @@ The setting ``zero_filled`` is that gain-1 reference.
 
 Settings.  ``--setting`` takes ``FORM[:key=value...]`` with ``FORM`` one of ``constrained``
 (``A x = y`` exactly), ``penalised`` (``1/2 ||A x - y||^2 + ...``) or ``zero_filled``, and
-keys ``tv``, ``wavelet_weight``, ``iters``, ``wavelet``, ``levels``, ``penalise_approximation``
-(``true``/``false``; :func:`mrijax.cs.reconstruct`;
+keys ``tv``, ``wavelet_weight``, ``delta`` (constrained only: ``||A x - y|| <= delta ||y||``),
+``iters``, ``wavelet``, ``levels``, ``penalise_approximation`` (``true``/``false``; :func:`mrijax.cs.reconstruct`;
 unset keys take :data:`mrijax.cs.DEFAULTS`).  Example: ``penalised:tv=1e-2:wavelet_weight=1e-3``.
 
 Writes into ``--out_dir``:
@@ -74,7 +74,7 @@ DEFAULT_SETTINGS = (
 )
 
 FORMS = ("constrained", "penalised", "zero_filled")
-_FLOAT_KEYS = ("tv", "wavelet_weight")
+_FLOAT_KEYS = ("tv", "wavelet_weight", "delta")
 _INT_KEYS = ("iters", "levels")
 
 
@@ -86,8 +86,8 @@ def define_flags() -> flags.FlagValues:
     common.define_mask_flags(fv, sample_n=4)
     flags.DEFINE_multi_string("setting", list(DEFAULT_SETTINGS),
                               "A CS setting FORM[:key=value...], FORM in constrained|penalised|zero_filled, keys "
-                              "tv, wavelet_weight, iters, wavelet, levels, penalise_approximation (repeat the "
-                              "flag for a sweep).", **d)
+                              "tv, wavelet_weight, delta (constrained only), iters, wavelet, levels, "
+                              "penalise_approximation (repeat the flag for a sweep).", **d)
     flags.DEFINE_string("perturbations", None, "arrays.npz of an experiments.worst_case run: also measure every "
                         "setting under those perturbations (images and mask come from the file).", **d)
     flags.DEFINE_enum("perturbations_domain", "image", ["image", "measurement"],
@@ -158,6 +158,9 @@ def parse_setting(text: str) -> dict:
         options[key] = v
     if form != "zero_filled":
         options["constrained"] = form == "constrained"
+        if form == "penalised" and options.get("delta", 0.0) != 0:
+            raise ValueError(f"--setting={text!r}: delta relaxes the constrained form; the penalised form "
+                             "has no constraint")
         if options.get("tv", 1.0) == 0 and options.get("wavelet_weight", 1.0) == 0:
             raise ValueError(f"--setting={text!r}: tv and wavelet_weight are both 0 (no regulariser)")
     return {"form": form, "options": options, "name": text}

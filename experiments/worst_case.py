@@ -23,7 +23,8 @@ fully sampled coil data.  The measurements are then simulated with the SENSE ope
 reconstruction map uses the same maps (the cascade and CS with the SENSE operator,
 ``zero_filled`` as ``A* y``; AUTOMAP is refused), each image is attacked on its own (one
 compiled call per image, whatever ``--batch`` says), CS runs in the penalised form
-(``constrained=False``, as :mod:`mrijax.cs` recommends with coil maps), and only
+(``constrained=False``, as :mod:`mrijax.cs` recommends with coil maps; with ``--cs_delta`` in
+the noise-aware constrained form instead), and only
 ``--domain=image`` is allowed.
 
 Progress is printed after every ``--chunk`` iterations and the search state is saved
@@ -344,7 +345,7 @@ def run(fv) -> dict:
     kwargs = _attack_kwargs(fv, snapshots, size)
     mask = common.mask_from_flags(fv)
     cs_opts = common.cs_options(fv)
-    if multicoil:
+    if multicoil and not cs_opts.get("delta"):
         cs_opts["constrained"] = False  # exact data consistency holds only in the limit with coil maps
     make_recon, model_info = common.reconstruction_factory(fv.model, mask, weights=fv.weights,
                                                            flip_filters=fv.flip_filters, cs_iters=fv.cs_iters,

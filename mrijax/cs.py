@@ -10,6 +10,9 @@ or the SENSE operator with ``coil_maps``), the solver minimises over complex ima
     tv * TV(x) + wavelet_weight * ||W x||_1           subject to  A x = k0   (constrained=True)
     tv * TV(x) + wavelet_weight * ||W x||_1 + 1/2 ||A x - k0||^2           (constrained=False)
 
+or, with ``delta > 0``, subject to ``||A x - k0|| <= delta ||k0||`` (noise-aware, basis pursuit
+denoising; the form SPGL1 solves in Antun et al.).
+
 * ``TV`` is the isotropic total variation of a complex image, ``sum_ij |(grad x)_ij|``
   with ``|(g_h, g_w)| = sqrt(|g_h|^2 + |g_w|^2)`` and forward differences; the
   ``boundary`` is ``"neumann"`` (default: the difference across the image border is 0,
@@ -37,7 +40,9 @@ with ``K = [grad; W]`` (plus ``A`` with coil maps), ``theta = 1``::
 * One coil: ``A^* A`` is the k-space mask, so ``prox_G`` is closed form.  Constrained,
   it is the projection onto ``{A x = k0}`` (replace the sampled k-space by ``k0``):
   every iterate, the returned image included, is data consistent to rounding.
-  Penalised, it is ``k <- (k + tau k0) / (1 + tau)`` on the mask.
+  Penalised, it is ``k <- (k + tau k0) / (1 + tau)`` on the mask.  With ``delta`` it projects
+  the sampled entries onto the ball ``||k - k0|| <= delta ||k0||`` (exact, since ``F`` is
+  unitary), so every iterate satisfies the relaxed constraint.
 * With ``coil_maps`` ``A`` joins ``K`` with a dual variable ``z`` in coil k-space:
   ``z <- z + sigma (A xbar - k0)`` (constrained: the conjugate of the indicator of
   ``{k0}``), or ``(z + sigma (A xbar - k0)) / (1 + sigma)`` (penalised).  Data
@@ -349,7 +354,7 @@ def _project_ball(v, radius, axis=None):
 
 
 def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, iters, constrained, tol,
-           boundary, step_balance, penalise_approximation, checkpoint, normalize, x0, history=False):
+           boundary, step_balance, penalise_approximation, checkpoint, normalize, x0, history=False, delta=0):
     cdtype = complex_dtype_for(k0)
     rdtype = jnp.finfo(cdtype).dtype
     k0 = jnp.asarray(k0).astype(cdtype)
@@ -370,6 +375,12 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
     else:
         scale = jnp.ones(k0.shape[:-3] if multicoil else k0.shape[:-2], rdtype)[..., None, None]
     k0n = k0 / (scale[..., None, :, :] if multicoil else scale).astype(cdtype)
+    # Noise-aware constraint ||A x - k0|| <= delta ||k0|| (per problem; delta = 0: A x = k0).
+    use_delta = constrained and not _is_zero(delta)
+    if use_delta:
+        data_axes = (-3, -2, -1) if multicoil else (-2, -1)
+        data_radius = jnp.asarray(delta, rdtype) * jnp.sqrt(
+            jnp.sum(jnp.real(k0n * jnp.conj(k0n)), axis=data_axes, keepdims=True))
 
     # Step sizes from the operator norms (module docstring).
     norm_sq = (_GRAD_NORM_SQ if use_tv else 0.0) + (1.0 if use_wavelet else 0.0)
@@ -393,7 +404,9 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
         if multicoil:
             return v
         k = fourier.fft2c(v)
-        if constrained:
+        if use_delta:   # F is unitary: project the sampled entries onto the ball around k0
+            k = jnp.where(mask, k0n + _project_ball(jnp.where(mask, k - k0n, 0), data_radius, axis=(-2, -1)), k)
+        elif constrained:
             k = jnp.where(mask, k0n, k)
         else:
             k = jnp.where(mask, (k + tau_c * k0n) / (1 + tau_c), k)
@@ -409,9 +422,13 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
             q = _project_ball(q + sigma_c * wavelets.forward(xbar, wavelet, levels), wavelet_radius)
             update = update + wavelets.inverse(q, wavelet, levels)
         if multicoil:
-            z = z + sigma_coil * (fourier.forward(xbar, mask, coil_maps) - k0n)
-            if not constrained:
-                z = z / (1 + sigma_coil)
+            v = z + sigma_coil * fourier.forward(xbar, mask, coil_maps)
+            if use_delta:   # Moreau: prox of the conjugate of the indicator of the ball around k0
+                z = v - sigma_coil * (k0n + _project_ball(v / sigma_coil - k0n, data_radius, axis=data_axes))
+            else:
+                z = v - sigma_coil * k0n
+                if not constrained:
+                    z = z / (1 + sigma_coil)
             update = update + fourier.adjoint(z, mask, coil_maps)
         x_new = prox_g(x - tau_c * update)
         return x_new, 2 * x_new - x, p, q, z
@@ -494,7 +511,7 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
 
 def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet_weight"],
                 wavelet: str = DEFAULTS["wavelet"], levels: int = DEFAULTS["levels"],
-                iters: int = DEFAULTS["iters"], coil_maps=None, constrained: bool = True, tol=None,
+                iters: int = DEFAULTS["iters"], coil_maps=None, constrained: bool = True, delta=0.0, tol=None,
                 boundary: str = "neumann", step_balance: float = DEFAULTS["step_balance"],
                 penalise_approximation: bool = False, normalize: bool = True, checkpoint: bool = True,
                 x0=None, return_info: bool = False, history: bool = False):
@@ -513,6 +530,10 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
       coil_maps: optional ``(..., C, H, W)`` sensitivities (SENSE operator).
       constrained: ``True``: ``A x = k0`` exactly (one coil) / in the limit (coil maps).
         ``False``: the penalised form with ``1/2 ||A x - k0||^2``.
+      delta: constrained form only: relax ``A x = k0`` to ``||A x - k0|| <= delta ||k0||``
+        (basis pursuit denoising, as SPGL1 solves it; ``delta`` relative, so scale-free; a
+        number >= 0 or a 0-d array).  One coil: every iterate satisfies it (closed-form
+        projection); with coil maps, in the limit.
       tol: ``None`` (fixed ``iters``, reverse-differentiable) or a positive float: stop
         each problem once ``||x_new - x|| / ||x_new|| < tol`` (while loop, forward-mode
         differentiable only).
@@ -551,6 +572,10 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
         check_image(x0, "x0")
     if history and (tol is not None or not return_info):
         raise ValueError("history=True needs return_info=True and tol=None")
+    _check_weight("delta", delta)
+    if not constrained and not _is_zero(delta):
+        raise ValueError(f"delta={delta!r} relaxes the constrained form; with constrained=False the data term "
+                         "is the penalty 1/2 ||A x - k0||^2 (set delta=0 or constrained=True)")
     if _is_zero(tv) and not penalise_approximation:
         warnings.warn("cs.reconstruct with tv=0 and penalise_approximation=False: nothing penalises the "
                       "wavelet approximation band, and the minimiser moves detail into it (poor, possibly "
@@ -561,23 +586,25 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
                          step_balance=float(step_balance), penalise_approximation=bool(penalise_approximation),
                          checkpoint=bool(checkpoint), normalize=bool(normalize), x0=x0,
                          static_tv_zero=_is_zero(tv), static_wavelet_zero=_is_zero(wavelet_weight),
+                         delta=delta, static_delta_zero=_is_zero(delta),
                          history=bool(history))
     return (x, info) if return_info else x
 
 
 @functools.partial(jax.jit, static_argnames=(
     "wavelet", "levels", "iters", "constrained", "tol", "boundary", "step_balance", "penalise_approximation",
-    "checkpoint", "normalize", "static_tv_zero", "static_wavelet_zero", "history"))
+    "checkpoint", "normalize", "static_tv_zero", "static_wavelet_zero", "static_delta_zero", "history"))
 def _solve_jit(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, iters, constrained, tol,
                boundary, step_balance, penalise_approximation, checkpoint, normalize, x0, static_tv_zero,
-               static_wavelet_zero, history):
+               static_wavelet_zero, history, delta, static_delta_zero):
     # Zero weights are passed as traced values through jit; re-mark them as static zeros.
     tv_weight = 0 if static_tv_zero else tv_weight
     wavelet_weight = 0 if static_wavelet_zero else wavelet_weight
+    delta = 0 if static_delta_zero else delta
     return _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, wavelet=wavelet, levels=levels, iters=iters,
                   constrained=constrained, tol=tol, boundary=boundary, step_balance=step_balance,
                   penalise_approximation=penalise_approximation, checkpoint=checkpoint, normalize=normalize,
-                  x0=x0, history=history)
+                  x0=x0, history=history, delta=delta)
 
 
 def reconstruction_map(mask, *, coil_maps=None, **kwargs):

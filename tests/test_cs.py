@@ -328,3 +328,65 @@ def test_wavelet_only_with_a_free_approximation_band_warns(x64):
         warnings.simplefilter("error")
         cs.reconstruct(k, mask, tv=0, wavelet_weight=1e-2, iters=2, penalise_approximation=True, **TINY)
         cs.reconstruct(k, mask, tv=1e-3, wavelet_weight=1e-2, iters=2, **TINY)
+
+
+# ----------------------------------------------------------------------------- noise-aware constraint
+
+
+def _residual(rec, k, mask, maps=None):
+    return float(jnp.linalg.norm((fourier.forward(rec, mask, maps) - k).ravel()))
+
+
+def test_delta_zero_is_the_exact_constraint(x64):
+    _, mask, k = _problem()
+    np.testing.assert_array_equal(np.asarray(cs.reconstruct(k, mask, delta=0.0, iters=20, **TINY)),
+                                  np.asarray(cs.reconstruct(k, mask, iters=20, **TINY)))
+
+
+def test_delta_ball_holds_at_every_iterate_and_lowers_the_objective(x64):
+    x, mask, k = _problem(n=32, acceleration=3)
+    delta = 0.05
+    bound = delta * float(jnp.linalg.norm(k.ravel()))
+    kw = dict(tv=1e-2, wavelet_weight=1e-3, **TINY)
+    for iters in (1, 7, 400):
+        rec = cs.reconstruct(k, mask, delta=delta, iters=iters, **kw)
+        assert _residual(rec, k, mask) <= bound * (1 + 1e-9)
+    # Converged, the ball is active (a smoother image within it has less TV) and the larger
+    # feasible set gives a lower objective than exact data consistency.
+    assert _residual(rec, k, mask) == pytest.approx(bound, rel=1e-6)
+    exact = cs.reconstruct(k, mask, iters=400, **kw)
+    assert float(cs.objective(rec, k, mask, **kw)) < float(cs.objective(exact, k, mask, **kw))
+    assert _psnr(rec, x) > _psnr(fourier.zero_filled(k, mask), x) + 3
+
+
+def test_delta_with_coil_maps_holds_in_the_limit(x64):
+    x, mask, _ = _problem(n=32, acceleration=3)
+    maps = _coil_maps(32, 3)
+    k = fourier.forward(x, mask, maps)
+    delta = 0.05
+    rec = cs.reconstruct(k, mask, coil_maps=maps, delta=delta, iters=600, tv=1e-2, wavelet_weight=1e-3, **TINY)
+    bound = delta * float(jnp.linalg.norm(k.ravel()))
+    assert _residual(rec, k, mask, maps) == pytest.approx(bound, rel=2e-2)
+    assert _psnr(rec, x) > _psnr(fourier.zero_filled(k, mask, maps), x) + 10
+
+
+def test_gradient_with_delta_matches_finite_differences(x64):
+    x, mask, k = _problem()
+    direction = fourier.forward(_random_complex(x.shape, 7), mask)
+    weight = jnp.asarray(np.random.default_rng(8).standard_normal(x.shape))
+
+    def loss(kk):
+        return jnp.sum(weight * jnp.abs(cs.reconstruct(kk, mask, delta=0.05, iters=15, **TINY)) ** 2)
+
+    grad = jax.grad(loss)(k)
+    eps = 1e-6
+    finite_difference = (loss(k + eps * direction) - loss(k - eps * direction)) / (2 * eps)
+    assert float(jnp.real(jnp.sum(grad * direction))) == pytest.approx(float(finite_difference), rel=1e-6)
+
+
+def test_delta_is_checked(x64):
+    _, mask, k = _problem()
+    with pytest.raises(ValueError, match="delta"):
+        cs.reconstruct(k, mask, delta=-0.1)
+    with pytest.raises(ValueError, match="relaxes the constrained form"):
+        cs.reconstruct(k, mask, delta=0.1, constrained=False)

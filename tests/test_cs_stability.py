@@ -136,6 +136,7 @@ def test_parse_setting_reads_every_key():
     assert s["options"] == {"tv": 0.0, "wavelet_weight": 1e-3, "iters": 7, "wavelet": "haar", "levels": 2,
                             "penalise_approximation": True, "constrained": False}
     assert cs_stability.parse_setting("zero_filled")["options"] == {}
+    assert cs_stability.parse_setting("constrained:delta=0.02")["options"] == {"delta": 0.02, "constrained": True}
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -149,6 +150,7 @@ def test_parse_setting_reads_every_key():
     ("zero_filled:tv=1", "zero_filled takes no options"),
     ("penalised:tv=0:wavelet_weight=0", "both 0"),
     ("constrained:penalise_approximation=yes", "bad value for penalise_approximation"),
+    ("penalised:delta=0.1", "delta relaxes the constrained form"),
 ])
 def test_bad_settings_fail_before_any_work(tmp_path, capsys, setting, message):
     out = tmp_path / "out"
