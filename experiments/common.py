@@ -26,6 +26,11 @@ DEFAULT_CHECKPOINT = os.path.join(REPO_ROOT, "checkpoints", "cascade_gaussian33"
 # ----------------------------------------------------------------------------- files
 
 
+#: What ``psnr_drop`` means in every results.json (:func:`mrijax.attacks.evaluate`).
+PSNR_DROP_DEFINITION = ("PSNR(f(A x), x) - PSNR(f(A x + A r), x + r) (x in the measurement domain); "
+                        "mrijax.attacks.evaluate")
+
+
 def write_atomically(path: str, write_bytes: Callable) -> None:
     """Call ``write_bytes(f)`` on a temporary file beside ``path``, then rename it onto ``path``."""
     folder = os.path.dirname(os.path.abspath(path))

@@ -141,7 +141,10 @@ def parse_setting(text: str) -> dict:
                 if v < (1 if key == "iters" else 0):
                     raise ValueError
             elif key == "penalise_approximation":
-                v = {"true": True, "false": False}[value.strip().lower()]
+                v = value.strip().lower()
+                if v not in ("true", "false"):
+                    raise ValueError
+                v = v == "true"
             elif key == "wavelet":
                 v = value.strip().lower()
                 if v not in wavelets.WAVELETS:
@@ -149,8 +152,6 @@ def parse_setting(text: str) -> dict:
             else:
                 raise KeyError(key)
         except KeyError:
-            if key == "penalise_approximation":
-                raise ValueError(f"--setting={text!r}: bad value for {key}: {value!r} (true or false)") from None
             raise ValueError(f"--setting={text!r}: unknown key {key!r}; use one of "
                              f"{_FLOAT_KEYS + _INT_KEYS + ('wavelet', 'penalise_approximation')}") from None
         except ValueError:
@@ -158,20 +159,18 @@ def parse_setting(text: str) -> dict:
         options[key] = v
     if form != "zero_filled":
         options["constrained"] = form == "constrained"
-        if form == "penalised" and options.get("delta", 0.0) != 0:
-            raise ValueError(f"--setting={text!r}: delta relaxes the constrained form; the penalised form "
-                             "has no constraint")
         if options.get("tv", 1.0) == 0 and options.get("wavelet_weight", 1.0) == 0:
             raise ValueError(f"--setting={text!r}: tv and wavelet_weight are both 0 (no regulariser)")
     return {"form": form, "options": options, "name": text}
 
 
 def _reconstruction(setting, mask):
-    from mrijax import cs, fourier
-
-    if setting["form"] == "zero_filled":
-        return lambda k: fourier.adjoint(k, mask)
-    return cs.reconstruction_map(mask, **setting["options"])
+    """The setting's map ``f(k) -> image``; an option the solver refuses raises naming the setting."""
+    model = "zero_filled" if setting["form"] == "zero_filled" else "cs"
+    try:
+        return common.load_reconstruction(model, mask, cs_options=setting["options"])[0]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--setting={setting['name']!r}: {e}") from None
 
 
 def _load_perturbations(path):
@@ -193,10 +192,10 @@ def _load_perturbations(path):
     return x, mask.astype(bool), snaps
 
 
-def _measure(fv, setting, index, images, mask, foreign):
+def _measure(fv, setting, index, images, mask, foreign, psnr_zero_filled):
     """All numbers of one setting: clean accuracy, its own worst case, noise, foreign perturbations."""
     import jax
-    from mrijax import attacks, fourier, hallucination, metrics
+    from mrijax import attacks, hallucination
 
     recon = _reconstruction(setting, mask)
     n, s = images.shape[0], fv.starts
@@ -220,11 +219,10 @@ def _measure(fv, setting, index, images, mask, foreign):
     ev = {k: np.asarray(v)[rows] for k, v in ev_all.items()}
 
     change = hallucination.error_split(ev["perturbed"], ev["clean"], mask)
-    zf = np.asarray(fourier.adjoint(fourier.forward(images, mask), mask))
     nb = attacks.noise_baseline(recon, images, mask, ev["r_norm"][:, None], fv.noise_draws,
                                 jax.random.fold_in(jax.random.key(fv.seed), _NOISE_STREAM), domain=fv.domain)
     out = dict(clean=ev["clean"], r=r, perturbed=ev["perturbed"], psnr_clean=ev["psnr_clean"],
-               psnr_zero_filled=np.asarray(metrics.psnr(zf, images)), worst_diff_norm=ev["diff_norm"],
+               psnr_zero_filled=psnr_zero_filled, worst_diff_norm=ev["diff_norm"],
                worst_r_norm=ev["r_norm"], worst_Ar_norm=ev["Ar_norm"], worst_psnr_drop=ev["psnr_drop"],
                worst_kernel_norm=np.asarray(change["kernel_norm"]), best_start=best,
                start_diff_norm=np.asarray(ev_all["diff_norm"]).reshape(n, s),
@@ -341,6 +339,8 @@ def run(fv) -> dict:
         images = np.asarray(load_images(fv.images, fv.size, count=fv.num_images, seed=fv.seed))
     for s in settings:   # traces each map once on the mask's shape: bad options surface now
         _reconstruction(s, mask)
+    from mrijax import fourier, metrics
+    psnr_zero_filled = np.asarray(metrics.psnr(fourier.zero_filled(fourier.forward(images, mask), mask), images))
 
     common.prepare_out_dir(fv, _NOT_NUMERIC)
     t0 = time.time()
@@ -351,7 +351,7 @@ def run(fv) -> dict:
             print(f"[setting {i}: {s['name']}] already finished, loading it", flush=True)
             measured.append(common.load_npz(path))
             continue
-        m = _measure(fv, s, i, images, mask, foreign)
+        m = _measure(fv, s, i, images, mask, foreign, psnr_zero_filled)
         common.save_npz(path, **m)
         measured.append(m)
         e = summarise(s, m)
@@ -371,8 +371,7 @@ def run(fv) -> dict:
                    "worst_gain": "||f(y + e) - f(y)|| / ||e||, e = A r",
                    "worst_kernel_share": "||kernel part of f(y + e) - f(y)|| / ||f(y + e) - f(y)|| "
                                          "(mrijax.hallucination.error_split)",
-                   "psnr_drop": "PSNR(f(A x), x) - PSNR(f(A x + A r), x + r) (x in the measurement domain); "
-                                "mrijax.attacks.evaluate",
+                   "psnr_drop": common.PSNR_DROP_DEFINITION,
                    "foreign_psnr_drop": "PSNR drop under the --perturbations snapshots, one per snapshot "
                                         "(mean over images)",
                    "foreign_noise_psnr_drop": "PSNR drop under Gaussian noise on the sampled k-space entries "

@@ -324,8 +324,7 @@ def run(fv) -> dict:
     results = {"model": model_info, "flags": common.flag_dict(fv), "sampling_rate": float(mask.mean()),
                "thresholds": thresholds, "images": per_image, "summary": pooled, "seconds": time.time() - t0,
                "definitions": {
-                   "psnr_drop": "PSNR(f(A x), x) - PSNR(f(A x + A r), x + r) (x in the measurement domain); "
-                                "mrijax.attacks.evaluate",
+                   "psnr_drop": common.PSNR_DROP_DEFINITION,
                    "diff_norm": "||f(A x + A r) - f(A x)||",
                    "fraction_within_t": "fraction of the random draws whose value >= t * the worst case's "
                                         "(null where the worst case's value <= 0)",

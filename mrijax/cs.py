@@ -45,7 +45,9 @@ with ``K = [grad; W]`` (plus ``A`` with coil maps), ``theta = 1``::
   unitary), so every iterate satisfies the relaxed constraint.
 * With ``coil_maps`` ``A`` joins ``K`` with a dual variable ``z`` in coil k-space:
   ``z <- z + sigma (A xbar - k0)`` (constrained: the conjugate of the indicator of
-  ``{k0}``), or ``(z + sigma (A xbar - k0)) / (1 + sigma)`` (penalised).  Data
+  ``{k0}``), or ``(z + sigma (A xbar - k0)) / (1 + sigma)`` (penalised); with ``delta``,
+  ``v - sigma proj_ball(v / sigma)`` with ``v = z + sigma A xbar`` (Moreau's identity for the
+  ball ``||. - k0|| <= delta ||k0||``).  Data
   consistency then holds only in the limit: with coil maps prefer ``constrained=False``.
 
 Step sizes.  PDHG converges for ``tau sigma ||K||^2 < 1``.  We use the bounds
@@ -576,7 +578,7 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
     if not constrained and not _is_zero(delta):
         raise ValueError(f"delta={delta!r} relaxes the constrained form; with constrained=False the data term "
                          "is the penalty 1/2 ||A x - k0||^2 (set delta=0 or constrained=True)")
-    if _is_zero(tv) and not penalise_approximation:
+    if _is_zero(tv) and not _is_zero(wavelet_weight) and not penalise_approximation:
         warnings.warn("cs.reconstruct with tv=0 and penalise_approximation=False: nothing penalises the "
                       "wavelet approximation band, and the minimiser moves detail into it (poor, possibly "
                       "non-unique solutions; see the mrijax.cs docstring). Pass penalise_approximation=True "

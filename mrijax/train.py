@@ -603,6 +603,7 @@ class BatchSource:
             weights = np.ones(1)
         self._weights = weights / weights.sum()
         self._fixed_mask = None
+        self._file_masks = {}  # per_file: mask seed -> mask (every slice of a volume asks for the same one)
         if self.mask_mode == "fixed":
             self._fixed_mask = self._make_mask(self.mask_seed)
 
@@ -692,11 +693,9 @@ class BatchSource:
         return np.stack(masks)
 
     def _file_mask(self, seed: int) -> np.ndarray:
-        # One mask per volume: cached, since every slice of the file asks for the same one.
-        cache = self.__dict__.setdefault("_file_masks", {})
-        if seed not in cache:
-            cache[seed] = self._make_mask(seed)
-        return cache[seed]
+        if seed not in self._file_masks:
+            self._file_masks[seed] = self._make_mask(seed)
+        return self._file_masks[seed]
 
     def iterate(self, start: int = 0):
         """Yield batches ``start, start + 1, ...`` without end (resume with ``start = step``)."""

@@ -43,3 +43,36 @@ def make_tiny_cascade(tmp_path_factory):
         return str(folder)
 
     return make
+
+
+def interrupt_then_resume(run, stop_after: str) -> list:
+    """Run ``run()`` until it has saved ``stop_after`` (a file name), stop it there as Ctrl-C would,
+    then ``run(resume=True)`` to the end; returns the names of the files the resumed run saved.
+
+    ``run(resume=False)`` must call the experiment's ``main`` and return its exit code; saves
+    go through ``experiments.common.save_npz``, which is what is watched.
+    """
+    import os
+    from experiments import common
+
+    mp = pytest.MonkeyPatch()
+    real_save = common.save_npz
+    saved = []
+
+    def save_then_stop(path, **arrays):
+        real_save(path, **arrays)
+        if os.path.basename(path) == stop_after:
+            raise KeyboardInterrupt
+
+    def save_and_record(path, **arrays):
+        saved.append(os.path.basename(path))
+        real_save(path, **arrays)
+    try:
+        mp.setattr(common, "save_npz", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            run(resume=False)
+        mp.setattr(common, "save_npz", save_and_record)
+        assert run(resume=True) == 0
+    finally:
+        mp.undo()
+    return saved

@@ -2,13 +2,12 @@
 calls, foreign perturbations, resume after an interruption, bad settings fail before any work."""
 
 import json
-import os
 
 import numpy as np
 import pytest
-import jax
 
 from experiments import common, cs_stability
+from tests.conftest import interrupt_then_resume
 from mrijax import attacks, cs, fourier, masks, metrics
 
 SIZE = 32
@@ -42,22 +41,8 @@ def whole_run(tmp_path_factory, foreign):
     """
     out = tmp_path_factory.mktemp("run")
     extra = [f"--perturbations={foreign[0]}", *SETTINGS]
-    mp = pytest.MonkeyPatch()
-    real_save = common.save_npz
-
-    def save_then_stop(path, **arrays):
-        real_save(path, **arrays)
-        if os.path.basename(path) == "setting0.npz":
-            raise KeyboardInterrupt
-    try:
-        mp.setattr(common, "save_npz", save_then_stop)
-        with pytest.raises(KeyboardInterrupt):
-            _run(out, *extra)
-        saved = []
-        mp.setattr(common, "save_npz", lambda path, **a: saved.append(os.path.basename(path)) or real_save(path, **a))
-        assert _run(out, *extra, "--resume") == 0
-    finally:
-        mp.undo()
+    saved = interrupt_then_resume(lambda resume: _run(out, *extra, *(["--resume"] if resume else [])),
+                                  "setting0.npz")
     res = json.loads((out / "results.json").read_text())
     return out, res, common.load_npz(str(out / "arrays.npz")), saved
 
@@ -150,7 +135,7 @@ def test_parse_setting_reads_every_key():
     ("zero_filled:tv=1", "zero_filled takes no options"),
     ("penalised:tv=0:wavelet_weight=0", "both 0"),
     ("constrained:penalise_approximation=yes", "bad value for penalise_approximation"),
-    ("penalised:delta=0.1", "delta relaxes the constrained form"),
+    ("penalised:delta=0.1", "--setting='penalised:delta=0.1': delta=0.1 relaxes the constrained form"),
 ])
 def test_bad_settings_fail_before_any_work(tmp_path, capsys, setting, message):
     out = tmp_path / "out"

@@ -5,13 +5,13 @@ A tiny random-weight cascade saved as a checkpoint keeps compilation short.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
 import jax
 
 from experiments import common, noise_vs_worst_case as nvw
+from tests.conftest import interrupt_then_resume
 from mrijax import attacks, masks
 
 SIZE = 32
@@ -36,22 +36,8 @@ def whole_run(tiny_model, tmp_path_factory):
     Returns ``(out_dir, results, arrays, saved)``; ``saved`` lists the files the resumed run wrote.
     """
     out = tmp_path_factory.mktemp("run")
-    mp = pytest.MonkeyPatch()
-    real_save = common.save_npz
-
-    def save_then_stop(path, **arrays):
-        real_save(path, **arrays)
-        if os.path.basename(path) == "noise_chunk1.npz":
-            raise KeyboardInterrupt
-    try:
-        mp.setattr(common, "save_npz", save_then_stop)
-        with pytest.raises(KeyboardInterrupt):
-            _run(out, tiny_model)
-        saved = []
-        mp.setattr(common, "save_npz", lambda path, **a: saved.append(os.path.basename(path)) or real_save(path, **a))
-        assert _run(out, tiny_model, "--resume") == 0
-    finally:
-        mp.undo()
+    saved = interrupt_then_resume(lambda resume: _run(out, tiny_model, *(["--resume"] if resume else [])),
+                                  "noise_chunk1.npz")
     res = json.loads((out / "results.json").read_text())
     return out, res, common.load_npz(str(out / "arrays.npz")), saved
 
