@@ -9,6 +9,8 @@ per second) for the default solver at each size and batch, timed with
 ``block_until_ready`` after a warm-up call (compilation excluded).  ``--grad`` also
 times ``jax.grad`` of a loss through the solver (forward + backward).
 
+``--tgv R`` times the solver with second-order TGV in place of TV (``tgv = R * tv``).
+
 Tuning (how the defaults of :data:`mrijax.cs.DEFAULTS` were chosen)::
 
     python bench/cs.py tune [--size 128]
@@ -18,6 +20,15 @@ grid-searches the constrained single-coil solver over the weight ratio
 depends only on the ratio), then the absolute ``tv`` of the penalised form, on
 Shepp-Logan, random-ellipse and MNI152 brain slices at 25% and 33% Gaussian-density
 Cartesian column sampling, and prints the PSNR gain over zero filling.
+
+TGV (how the TGV advice in :mod:`mrijax.cs` was found)::
+
+    python bench/cs.py tune-tgv [--size 128]
+
+runs the same problems with second-order TGV (``tgv = ratio * tv``, ``wavelet_weight =
+0.1 * tv``, constrained): ``iters`` and ``step_balance`` at ratio 2, then ``ratio`` at 400
+iterations, beside TV, and prints the gains and the objective reached (TGV's minimum is
+at most TV's).
 """
 
 from __future__ import annotations
@@ -53,9 +64,12 @@ def _time(fn, *args, repeats):
     return best
 
 
-def speed(sizes, batches, iters, repeats, with_grad):
+def speed(sizes, batches, iters, repeats, with_grad, tgv_ratio=None):
     print(f"devices: {jax.devices()}")
     print(f"default solver: {cs.DEFAULTS} (iters overridden to {iters} for timing), constrained, one coil")
+    tgv = None if tgv_ratio is None else tgv_ratio * cs.DEFAULTS["tv"]
+    if tgv is not None:
+        print(f"with second-order TGV in place of TV: tgv = {tgv:g}")
     header = f"{'size':>6} {'batch':>6} {'iters/s':>10} {'img*iters/s':>12} {'ms/iter':>9}"
     if with_grad:
         header += f" {'grad iters/s':>13}"
@@ -63,8 +77,8 @@ def speed(sizes, batches, iters, repeats, with_grad):
     for size in sizes:
         mask = jnp.asarray(masks.gaussian_lines((size, size), 4, sample_n=10, seed=0))
         image = jnp.asarray(phantoms.shepp_logan(size))
-        recon = jax.jit(lambda k: cs.reconstruct(k, mask, iters=iters))
-        loss_grad = jax.jit(jax.grad(lambda k: jnp.sum(jnp.abs(cs.reconstruct(k, mask, iters=iters)) ** 2)))
+        recon = jax.jit(lambda k: cs.reconstruct(k, mask, iters=iters, tgv=tgv))
+        loss_grad = jax.jit(jax.grad(lambda k: jnp.sum(jnp.abs(cs.reconstruct(k, mask, iters=iters, tgv=tgv)) ** 2)))
         for batch in batches:
             k = fourier.forward(jnp.broadcast_to(image, (batch, size, size)), mask)
             seconds = _time(recon, k, repeats=repeats)
@@ -137,20 +151,55 @@ def tune(size):
                   f"{np.round(gain[sel & phantom_o], 2)}  brain {np.round(gain[sel & ~phantom_o], 2)} dB", flush=True)
 
 
+def tune_tgv(size):
+    images, mask, is_phantom = _tuning_set(size)
+    k = fourier.forward(jnp.asarray(images), jnp.asarray(mask))
+    base = _psnr(fourier.zero_filled(k, mask), images)
+    print(f"{len(images)} problems of {size}x{size} (as in `tune`); constrained, wavelet_weight = 0.1 tv; "
+          "objective: mean over problems of the normalised objective reached")
+
+    def report(label, x, objective):
+        gain = _psnr(x, images) - base
+        print(f"{label}  gain phantoms {gain[is_phantom].mean():6.2f}  brain {gain[~is_phantom].mean():6.2f}  "
+              f"min {gain.min():6.2f} dB  objective {float(np.mean(objective)):.4f}", flush=True)
+
+    def solve(iters, balance, ratio):
+        tgv = None if ratio is None else jnp.float32(ratio)
+        return jax.jit(lambda k: cs.reconstruct(k, mask, tv=jnp.float32(1.0), wavelet_weight=jnp.float32(0.1),
+                                                tgv=tgv, iters=iters, step_balance=balance, return_info=True,
+                                                history=True))(k)
+
+    for iters in (100, 400, 1600):
+        x, info = solve(iters, 0.2, None)
+        report(f"  TV          iters {iters:5d}  step_balance 0.20", x, info["objective"][-1])
+    # Convergence at ratio 2 (iterations, step balance), then the ratio at 400 iterations.
+    for iters in (100, 200, 400, 1600):
+        for balance in (0.1, 0.2):
+            x, info = solve(iters, balance, 2.0)
+            report(f"  TGV ratio 2.0 iters {iters:5d}  step_balance {balance:4.2f}", x, info["objective"][-1])
+    for ratio in (1.0, 1.5, 3.0, 5.0, 10.0):
+        x, info = solve(400, 0.1, ratio)
+        report(f"  TGV ratio {ratio:4.1f} iters   400  step_balance 0.10", x, info["objective"][-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", nargs="?", default="speed", choices=("speed", "tune"))
+    parser.add_argument("mode", nargs="?", default="speed", choices=("speed", "tune", "tune-tgv"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--grad", action="store_true", help="also time jax.grad through the solver")
+    parser.add_argument("--tgv", type=float, default=None, metavar="RATIO",
+                        help="time second-order TGV in place of TV, with tgv = RATIO * tv")
     parser.add_argument("--size", type=int, default=128, help="image size for tuning")
     args = parser.parse_args()
     if args.mode == "tune":
         tune(args.size)
+    elif args.mode == "tune-tgv":
+        tune_tgv(args.size)
     else:
-        speed(args.sizes, args.batches, args.iters, args.repeats, args.grad)
+        speed(args.sizes, args.batches, args.iters, args.repeats, args.grad, args.tgv)
 
 
 if __name__ == "__main__":

@@ -233,14 +233,18 @@ def define_model_flags(fv, *, model: str = DEFAULT_CHECKPOINT, cs_iters: bool = 
                           "exact data consistency (mrijax.cs, constrained=False).", **d)
         flags.DEFINE_float("cs_delta", None, "CS noise-aware constraint ||Ax - y|| <= delta ||y|| instead of "
                            "Ax = y (mrijax.cs, delta; not with --cs_penalised).", lower_bound=0.0, **d)
+        flags.DEFINE_float("cs_tgv", None, "CS with second-order TGV in place of TV: its second-order weight "
+                           "(--cs_tv is the first-order one; mrijax.cs, tgv; try 2x --cs_tv and --cs_iters=400).",
+                           lower_bound=0.0, **d)
 
 
 def cs_options(fv) -> dict:
     """Keyword arguments of :func:`mrijax.cs.reconstruction_map` from ``--cs_tv``,
-    ``--cs_wavelet_weight``, ``--cs_delta`` and ``--cs_penalised`` (only those given; absent flags are
-    skipped)."""
+    ``--cs_wavelet_weight``, ``--cs_delta``, ``--cs_tgv`` and ``--cs_penalised`` (only those given; absent
+    flags are skipped)."""
     opts = {}
-    for flag, key in (("cs_tv", "tv"), ("cs_wavelet_weight", "wavelet_weight"), ("cs_delta", "delta")):
+    for flag, key in (("cs_tv", "tv"), ("cs_wavelet_weight", "wavelet_weight"), ("cs_delta", "delta"),
+                      ("cs_tgv", "tgv")):
         if flag in fv and fv[flag].value is not None:
             opts[key] = fv[flag].value
     if "cs_penalised" in fv and fv["cs_penalised"].value:

@@ -14,6 +14,10 @@ the accuracy a setting buys can be read beside the stability it costs.  For ever
   lies in the kernel of ``A`` (:func:`mrijax.hallucination.error_split`);
 * random perturbations of exactly the same norm (:func:`mrijax.attacks.noise_baseline`,
   ``--noise_draws``) and the **ratio** worst-case output change / mean random output change;
+* the linearised gain (``--lipschitz_iters``, :func:`mrijax.attacks.local_lipschitz`): the
+  largest singular value of the Jacobian of ``e -> f(y + e)``, the worst gain of vanishingly
+  small perturbations, and its ratio to the random gain.  A search gain near it says the
+  worst case is a property of the map's linearisation, not a large-perturbation effect;
 * with ``--perturbations=RUN/arrays.npz`` (the ``arrays.npz`` of an
   ``experiments.worst_case`` run, e.g. on the published D5-C5): the PSNR drop of each
   setting under *that* model's worst-case perturbations (every snapshot), beside the drop
@@ -33,7 +37,7 @@ The setting ``zero_filled`` is that gain-1 reference.
 Settings.  ``--setting`` takes ``FORM[:key=value...]`` with ``FORM`` one of ``constrained``
 (``A x = y`` exactly), ``penalised`` (``1/2 ||A x - y||^2 + ...``) or ``zero_filled``, and
 keys ``tv``, ``wavelet_weight``, ``delta`` (constrained only: ``||A x - y|| <= delta ||y||``),
-``iters``, ``wavelet``, ``levels``, ``penalise_approximation`` (``true``/``false``; :func:`mrijax.cs.reconstruct`;
+``tgv`` (second-order TGV in place of TV, ``tgv`` its second-order weight), ``iters``, ``wavelet``, ``levels``, ``penalise_approximation`` (``true``/``false``; :func:`mrijax.cs.reconstruct`;
 unset keys take :data:`mrijax.cs.DEFAULTS`).  Example: ``penalised:tv=1e-2:wavelet_weight=1e-3``.
 
 Writes into ``--out_dir``:
@@ -74,7 +78,7 @@ DEFAULT_SETTINGS = (
 )
 
 FORMS = ("constrained", "penalised", "zero_filled")
-_FLOAT_KEYS = ("tv", "wavelet_weight", "delta")
+_FLOAT_KEYS = ("tv", "wavelet_weight", "delta", "tgv")
 _INT_KEYS = ("iters", "levels")
 
 
@@ -86,7 +90,7 @@ def define_flags() -> flags.FlagValues:
     common.define_mask_flags(fv, sample_n=4)
     flags.DEFINE_multi_string("setting", list(DEFAULT_SETTINGS),
                               "A CS setting FORM[:key=value...], FORM in constrained|penalised|zero_filled, keys "
-                              "tv, wavelet_weight, delta (constrained only), iters, wavelet, levels, "
+                              "tv, wavelet_weight, delta (constrained only), tgv, iters, wavelet, levels, "
                               "penalise_approximation (repeat the flag for a sweep).", **d)
     flags.DEFINE_string("perturbations", None, "arrays.npz of an experiments.worst_case run: also measure every "
                         "setting under those perturbations (images and mask come from the file).", **d)
@@ -98,6 +102,8 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("starts", 1, "Random starts per image (the best is kept).", lower_bound=1, **d)
     flags.DEFINE_integer("noise_draws", 8, "Random perturbations per image (and per foreign snapshot).",
                          lower_bound=1, **d)
+    flags.DEFINE_integer("lipschitz_iters", 20, "Power iterations for the linearised gain of each setting "
+                         "(mrijax.attacks.local_lipschitz; 0: skip).", lower_bound=0, **d)
     flags.DEFINE_integer("seed", 0, "Seed of the starts, the random draws and --images=ellipses.", lower_bound=0, **d)
     flags.DEFINE_integer("chunk", 25, "Search iterations per compiled call between progress lines.",
                          lower_bound=1, **d)
@@ -105,7 +111,7 @@ def define_flags() -> flags.FlagValues:
 
 
 _NOT_NUMERIC = {"resume", "chunk", "out_dir"}
-_SEARCH_STREAM, _NOISE_STREAM, _FOREIGN_NOISE_STREAM = 0, 1000, 2000
+_SEARCH_STREAM, _NOISE_STREAM, _FOREIGN_NOISE_STREAM, _LIPSCHITZ_STREAM = 0, 1000, 2000, 3000
 
 
 def parse_setting(text: str) -> dict:
@@ -228,6 +234,10 @@ def _measure(fv, setting, index, images, mask, foreign, psnr_zero_filled):
                start_diff_norm=np.asarray(ev_all["diff_norm"]).reshape(n, s),
                noise_diff_norm=np.asarray(nb["diff_norm"])[:, 0], noise_psnr_drop=np.asarray(nb["psnr_drop"])[:, 0],
                noise_Ar_norm=np.asarray(nb["Ar_norm"])[:, 0])
+    if fv.lipschitz_iters > 0:
+        ll = attacks.local_lipschitz(recon, images, mask, fv.lipschitz_iters,
+                                     jax.random.fold_in(jax.random.key(fv.seed), _LIPSCHITZ_STREAM))
+        out["lipschitz_gain"] = np.asarray(ll["gain"])
     if foreign is not None:
         evf = attacks.evaluate(recon, images, mask, foreign, domain=fv.perturbations_domain)
         ar = np.moveaxis(np.asarray(evf["Ar_norm"]), 0, -1)    # (N, S): the same ||A r|| as noise on y
@@ -262,6 +272,13 @@ def summarise(setting, m) -> dict:
                         "noise_psnr_drop_mean": m["noise_psnr_drop"][i].mean(), "ratio_worst_to_noise": ratio[i],
                         "best_start": m["best_start"][i]}
                        for i in range(m["psnr_clean"].shape[0])]}
+    if "lipschitz_gain" in m:
+        # The linearised ratio: the Jacobian's largest singular value over the gain of random noise.
+        noise_gain = np.mean(m["noise_diff_norm"] / m["noise_Ar_norm"], axis=1)
+        e["lipschitz_gain"] = float(m["lipschitz_gain"].mean())
+        e["ratio_lipschitz_to_noise"] = float(np.mean(m["lipschitz_gain"] / noise_gain))
+        for i, p in enumerate(e["per_image"]):
+            p["lipschitz_gain"] = m["lipschitz_gain"][i]
     if "foreign_psnr_drop" in m:
         # (S, N) against (N, S, draws): per snapshot, mean over images (and draws).
         e["foreign_psnr_drop"] = m["foreign_psnr_drop"].mean(axis=1).tolist()
@@ -357,7 +374,9 @@ def run(fv) -> dict:
         e = summarise(s, m)
         print(f"[setting {i}: {s['name']}] clean {e['psnr_clean']:.2f} dB (+{e['gain_over_zero_filled_db']:.2f} "
               f"over zero filling); worst case gain {e['worst_gain']:.2f}, drop {e['worst_psnr_drop']:.2f} dB; "
-              f"noise drop {e['noise_psnr_drop']:.2f} dB; ratio {e['ratio_worst_to_noise']:.2f}", flush=True)
+              f"noise drop {e['noise_psnr_drop']:.2f} dB; ratio {e['ratio_worst_to_noise']:.2f}"
+              + (f"; linearised gain {e['lipschitz_gain']:.2f}, ratio {e['ratio_lipschitz_to_noise']:.2f}"
+                 if "lipschitz_gain" in e else ""), flush=True)
 
     rows = [summarise(s, m) for s, m in zip(settings, measured)]
     arrays = {"x": images, "mask": mask}
@@ -369,6 +388,11 @@ def run(fv) -> dict:
                    "ratio_worst_to_noise": "||f(y + e) - f(y)|| for the setting's own worst case e, over the mean "
                                            "of the same for Gaussian e of the same norm (per image, then mean)",
                    "worst_gain": "||f(y + e) - f(y)|| / ||e||, e = A r",
+                   "lipschitz_gain": "the largest singular value of the Jacobian of e -> f(y + e) over the sampled "
+                                     "k-space (power iteration, mrijax.attacks.local_lipschitz): the worst gain "
+                                     "of perturbations too small to leave the linearisation",
+                   "ratio_lipschitz_to_noise": "lipschitz_gain over the gain of the Gaussian draws (per image, "
+                                               "then mean): the ratio a linear map with that Jacobian would score",
                    "worst_kernel_share": "||kernel part of f(y + e) - f(y)|| / ||f(y + e) - f(y)|| "
                                          "(mrijax.hallucination.error_split)",
                    "psnr_drop": common.PSNR_DROP_DEFINITION,

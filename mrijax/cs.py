@@ -11,7 +11,8 @@ or the SENSE operator with ``coil_maps``), the solver minimises over complex ima
     tv * TV(x) + wavelet_weight * ||W x||_1 + 1/2 ||A x - k0||^2           (constrained=False)
 
 or, with ``delta > 0``, subject to ``||A x - k0|| <= delta ||k0||`` (noise-aware, basis pursuit
-denoising; the form SPGL1 solves in Antun et al.).
+denoising; the form SPGL1 solves in Antun et al.).  With ``tgv`` the TV term becomes
+second-order total generalised variation (below).
 
 * ``TV`` is the isotropic total variation of a complex image, ``sum_ij |(grad x)_ij|``
   with ``|(g_h, g_w)| = sqrt(|g_h|^2 + |g_w|^2)`` and forward differences; the
@@ -29,6 +30,20 @@ denoising; the form SPGL1 solves in Antun et al.).
   ``penalise_approximation=True``: 22.2 dB, and the starts agree to 1e-5.  :func:`reconstruct`
   warns when ``tv=0`` leaves the band free.
 
+* ``TGV`` (``tgv`` given; Bredies, Kunisch & Pock 2010; for MRI Knoll et al. 2011) replaces
+  ``tv * TV(x)`` by ``min_w tv * sum |grad x - w| + tgv * sum |E w|`` over vector fields
+  ``w``: ``E`` is the symmetrised gradient (:func:`symmetrized_gradient`, backward
+  differences, so ``E grad`` is a centred Hessian), ``tv`` the first-order weight and ``tgv``
+  the second-order one.  Where the image is locally affine ``w`` follows its gradient and pays
+  only the second-order term, so ramps and smooth shading are not turned into staircases.
+  ``w = 0`` gives TV, so TGV's minimum is at most TV's; once ``tgv`` is large enough that its
+  dual constraint is inactive the minimiser is TV's (tested).  The solver minimises jointly
+  over ``(x, w)`` and returns ``w`` as ``info["tgv_field"]``.  It converges more slowly than
+  TV: use ``tgv = 2 * tv``, ``iters=400``, ``step_balance=0.1`` (``python bench/cs.py
+  tune-tgv``, figures in :data:`TUNING_TGV`).  On the tuning set TGV did not beat TV (brain
+  slices +7.8 dB over zero filling against TV's +8.5; the piecewise-constant phantoms favour
+  TV); on piecewise-affine images it gains 6-17 dB over TV (tested).
+
 Algorithm.  Chambolle-Pock's primal-dual hybrid gradient (PDHG, Chambolle & Pock 2011)
 with ``K = [grad; W]`` (plus ``A`` with coil maps), ``theta = 1``::
 
@@ -36,6 +51,10 @@ with ``K = [grad; W]`` (plus ``A`` with coil maps), ``theta = 1``::
     q <- proj_{|.| <= wavelet_weight}(q + sigma W xbar)
     x_new <- prox_{tau G}(x - tau (grad^* p + W^* q))
     xbar <- 2 x_new - x
+
+With TGV the primal variable is ``(x, w)``, ``K`` gains the rows ``grad x - w`` (dual ``p``,
+radius ``tv``) and ``E w`` (dual ``r``, radius ``tgv``), and ``w`` takes a plain gradient step
+``w <- w - tau (E^* r - p)`` (no term of its own in ``G``) with the same extrapolation.
 
 * One coil: ``A^* A`` is the k-space mask, so ``prox_G`` is closed form.  Constrained,
   it is the projection onto ``{A x = k0}`` (replace the sampled k-space by ``k0``):
@@ -53,7 +72,10 @@ with ``K = [grad; W]`` (plus ``A`` with coil maps), ``theta = 1``::
 Step sizes.  PDHG converges for ``tau sigma ||K||^2 < 1``.  We use the bounds
 ``||grad||^2 <= 8`` and ``||W|| = 1`` (orthogonal), and for coil maps
 ``||A||^2 <= max_pixel sum_c |S_c|^2`` (``||P F S x|| <= ||S x||``, tight for
-normalised maps), so ``L^2 = 8 + 1 (+ ||A||^2)`` and::
+normalised maps), so ``L^2 = a^2 = 8 + 1 (+ ||A||^2)``.  With TGV (``||E||^2 <= 8``),
+``||K(x, w)||^2 <= (sqrt(8) ||x|| + ||w||)^2 + (a^2 - 8) ||x||^2 + 8 ||w||^2``, a quadratic form
+in ``(||x||, ||w||)`` whose top eigenvalue is ``L^2 = (a^2 + 9 + sqrt((a^2 - 9)^2 + 32)) / 2``
+(Bredies' ``(17 + sqrt(33)) / 2`` without the wavelet and coil terms).  Then::
 
     tau = step_balance / (w L),   sigma = 0.99 w / (step_balance L),   w = tv + wavelet_weight.
 
@@ -122,9 +144,13 @@ from mrijax._checks import check_coil_maps, check_image, check_mask, complex_dty
 __all__ = [
     "DEFAULTS",
     "TUNING",
+    "TUNING_TGV",
     "gradient",
     "gradient_adjoint",
     "total_variation",
+    "symmetrized_gradient",
+    "symmetrized_gradient_adjoint",
+    "tgv_terms",
     "wavelet_l1",
     "data_scale",
     "objective",
@@ -160,8 +186,31 @@ defaults at other sizes (per problem, phantoms | brain slices)
   256x256, 33%: 16.46 18.58  8.54 10.43 | 11.00 10.70 12.12 11.93
 """
 
+#: The figures behind the TGV advice (``python bench/cs.py tune-tgv``, CPU, float32), the same 16
+#: problems as :data:`TUNING`: constrained, ``wavelet_weight = 0.1 tv``, ``tgv = ratio * tv``.
+TUNING_TGV = """
+                                         phantoms   brain   min   (mean PSNR gain over zero filling, dB)
+  TV        iters  100  step_balance 0.2    22.42     8.53   6.37
+  TV        iters  400  step_balance 0.2    37.02     8.48   6.37
+  TV        iters 1600  step_balance 0.2    47.68     8.48   6.37
+  TGV 2.0   iters  100  step_balance 0.1    14.51     6.48   4.65
+  TGV 2.0   iters  100  step_balance 0.2    14.52     6.82   5.19
+  TGV 2.0   iters  200  step_balance 0.1    18.47     7.68   5.53
+  TGV 2.0   iters  400  step_balance 0.1    22.59     7.80   5.45
+  TGV 2.0   iters  400  step_balance 0.2    21.80     7.60   5.32
+  TGV 2.0   iters 1600  step_balance 0.1    36.15     7.83   5.45
+  TGV 1.0   iters  400  step_balance 0.1    21.95     6.31   4.35
+  TGV 1.5   iters  400  step_balance 0.1    23.26     7.41   5.05
+  TGV 3.0   iters  400  step_balance 0.1    22.24     8.07   5.84
+  TGV 5.0   iters  400  step_balance 0.1    22.22     8.12   6.13
+  TGV 10.0  iters  400  step_balance 0.1    22.22     8.12   6.13
+(ratio >= 5: the second-order dual constraint never binds here, so the iterates do not depend
+on the ratio, and they converge to TV's minimiser with w -> 0)
+"""
+
 _BOUNDARIES = ("neumann", "periodic")
 _GRAD_NORM_SQ = 8.0  # ||grad||^2 <= 4 + 4 for forward differences (either boundary)
+_SYM_GRAD_NORM_SQ = 8.0  # ||E||^2 <= 4 + 4 likewise (symmetrized_gradient)
 _SAFETY = 0.99  # tau sigma L^2 = 0.99 < 1
 
 
@@ -191,6 +240,15 @@ def _diff_adjoint(p, axis, boundary):
     return jnp.roll(p, 1, axis=axis) - p
 
 
+def _as_field(a, name, components):
+    """``a`` as an array of shape ``(..., components, H, W)``, or a ValueError naming it."""
+    check_image(a, name, min_ndim=3)
+    a = jnp.asarray(a)
+    if a.shape[-3] != components:
+        raise ValueError(f"{name} must have shape (..., {components}, H, W), got {tuple(a.shape)}")
+    return a
+
+
 def gradient(x, boundary: str = "neumann"):
     """Forward-difference gradient ``(..., H, W)`` -> ``(..., 2, H, W)`` (axis -3: d/dH, d/dW).
 
@@ -206,11 +264,8 @@ def gradient(x, boundary: str = "neumann"):
 
 def gradient_adjoint(g, boundary: str = "neumann"):
     """The exact adjoint of :func:`gradient` (minus the divergence): ``(..., 2, H, W)`` -> ``(..., H, W)``."""
-    check_image(g, "g", min_ndim=3)
+    g = _as_field(g, "g", 2)
     _check_boundary(boundary)
-    g = jnp.asarray(g)
-    if g.shape[-3] != 2:
-        raise ValueError(f"g must have shape (..., 2, H, W), got {tuple(g.shape)}")
     return _diff_adjoint(g[..., 0, :, :], -2, boundary) + _diff_adjoint(g[..., 1, :, :], -1, boundary)
 
 
@@ -226,6 +281,55 @@ def _safe_abs(v, axis=None):
 def total_variation(x, boundary: str = "neumann"):
     """Isotropic total variation ``sum_ij sqrt(|d_h x|^2 + |d_w x|^2)`` per image, shape ``x.shape[:-2]``."""
     return jnp.sum(_safe_abs(gradient(x, boundary), axis=-3), axis=(-2, -1))
+
+
+def symmetrized_gradient(w, boundary: str = "neumann"):
+    """Symmetrised gradient of a vector field ``(..., 2, H, W)`` -> ``(..., 3, H, W)``.
+
+    With backward differences ``b = -d^*`` (the negative adjoints of :func:`gradient`'s
+    forward differences ``d``, so that ``E(gradient(x))`` is a centred second difference):
+    ``[b_h w_h, b_w w_w, (b_w w_h + b_h w_w) / sqrt(2)]``.  The ``sqrt(2)`` makes the
+    Euclidean norm over axis -3 the Frobenius norm of the symmetric 2x2 matrix
+    ``(grad w + grad w^T) / 2``.  ``||E||^2 <= 8``.
+    """
+    w = _as_field(w, "w", 2)
+    _check_boundary(boundary)
+    wh, ww = w[..., 0, :, :], w[..., 1, :, :]
+
+    def back(v, axis):
+        return -_diff_adjoint(v, axis, boundary)
+
+    off_diagonal = (back(wh, -1) + back(ww, -2)) / np.sqrt(2.0)
+    return jnp.stack([back(wh, -2), back(ww, -1), off_diagonal], axis=-3)
+
+
+def symmetrized_gradient_adjoint(s, boundary: str = "neumann"):
+    """The exact adjoint of :func:`symmetrized_gradient`: ``(..., 3, H, W)`` -> ``(..., 2, H, W)``."""
+    s = _as_field(s, "s", 3)
+    _check_boundary(boundary)
+    s_hh, s_ww, s_off = s[..., 0, :, :], s[..., 1, :, :], s[..., 2, :, :] / np.sqrt(2.0)
+    # The adjoint of b = -d^* is -d.
+    wh = -_diff(s_hh, -2, boundary) - _diff(s_off, -1, boundary)
+    ww = -_diff(s_ww, -1, boundary) - _diff(s_off, -2, boundary)
+    return jnp.stack([wh, ww], axis=-3)
+
+
+def tgv_terms(x, field, boundary: str = "neumann"):
+    """The two terms of second-order TGV at a given vector field ``w``, per image.
+
+    Returns ``(sum_ij |(grad x - w)_ij|, sum_ij |(E w)_ij|)``, each of shape ``x.shape[:-2]``
+    (pointwise Euclidean norms of complex vectors).  ``TGV(x) = min_w tv * first + tgv * second``
+    (Bredies, Kunisch & Pock 2010); :func:`reconstruct` with ``tgv`` minimises jointly over
+    ``x`` and ``w`` and returns its ``w`` as ``info["tgv_field"]``.  ``w = 0`` gives ``TV(x)``.
+    """
+    check_image(x)
+    check_image(field, "field", min_ndim=3)
+    if field.shape[-3:] != (2,) + tuple(x.shape[-2:]):
+        raise ValueError(f"field must have shape (..., 2, {x.shape[-2]}, {x.shape[-1]}) for x of shape "
+                         f"{tuple(x.shape)}, got {tuple(field.shape)}")
+    first = jnp.sum(_safe_abs(gradient(x, boundary) - field, axis=-3), axis=(-2, -1))
+    second = jnp.sum(_safe_abs(symmetrized_gradient(field, boundary), axis=-3), axis=(-2, -1))
+    return first, second
 
 
 def _coefficient_weights(shape, levels, penalise_approximation):
@@ -319,7 +423,7 @@ def data_scale(k0, mask, coil_maps=None):
 
 def objective(x, k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet_weight"],
               wavelet=DEFAULTS["wavelet"], levels=DEFAULTS["levels"], boundary="neumann", coil_maps=None,
-              constrained=True, penalise_approximation=False):
+              constrained=True, penalise_approximation=False, tgv=None, tgv_field=None):
     """The objective :func:`reconstruct` minimises, per image (shape ``x.shape[:-2]``).
 
     ``tv * TV(x) + wavelet_weight * ||W x||_1``, plus ``1/2 ||A x - k0||^2`` when
@@ -327,12 +431,23 @@ def objective(x, k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavele
     included: check it separately (:func:`reconstruct` keeps it exactly for one coil).
     The weights are used as given (no ``normalize``; see the module docstring for how
     the two relate).
+
+    With ``tgv`` the TV term is replaced by the joint second-order TGV term at the vector
+    field ``tgv_field`` (``info["tgv_field"]`` of :func:`reconstruct`):
+    ``tv * sum |grad x - w| + tgv * sum |E w|`` (:func:`tgv_terms`).
     """
     check_image(x)
     levels = wavelets.check_levels(x.shape, levels)
     _check_boundary(boundary)
-    value = tv * total_variation(x, boundary) + wavelet_weight * wavelet_l1(
-        x, wavelet, levels, penalise_approximation)
+    if (tgv is None) != (tgv_field is None):
+        raise ValueError("objective: tgv and tgv_field go together (the TGV term is evaluated at the field "
+                         "w that reconstruct(..., tgv=..., return_info=True) returns as info['tgv_field'])")
+    if tgv is None:
+        regulariser = tv * total_variation(x, boundary)
+    else:
+        first, second = tgv_terms(x, tgv_field, boundary)
+        regulariser = tv * first + tgv * second
+    value = regulariser + wavelet_weight * wavelet_l1(x, wavelet, levels, penalise_approximation)
     if not constrained:
         coil_mask = mask if coil_maps is None else jnp.expand_dims(jnp.asarray(mask), -3)
         residual = fourier.forward(x, mask, coil_maps) - _masked(k0, coil_mask)
@@ -356,7 +471,8 @@ def _project_ball(v, radius, axis=None):
 
 
 def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, iters, constrained, tol,
-           boundary, step_balance, penalise_approximation, checkpoint, normalize, x0, history=False, delta=0):
+           boundary, step_balance, penalise_approximation, checkpoint, normalize, x0, history=False, delta=0,
+           tgv_weight=None):
     cdtype = complex_dtype_for(k0)
     rdtype = jnp.finfo(cdtype).dtype
     k0 = jnp.asarray(k0).astype(cdtype)
@@ -369,7 +485,10 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
 
     use_tv = not _is_zero(tv_weight)
     use_wavelet = not _is_zero(wavelet_weight)
+    use_tgv = tgv_weight is not None  # second-order TGV in place of TV (needs use_tv)
     tv_weight = jnp.asarray(tv_weight, rdtype)
+    if use_tgv:
+        tgv_weight = jnp.asarray(tgv_weight, rdtype)
     wavelet_weight = jnp.asarray(wavelet_weight, rdtype)
 
     if normalize:
@@ -390,6 +509,11 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
     if multicoil:
         sens = jnp.sum(jnp.real(coil_maps * jnp.conj(coil_maps)), axis=-3)
         norm_sq = norm_sq + jnp.max(sens, axis=(-2, -1), keepdims=True)
+    if use_tgv:
+        # K(x, w) = [grad x - w; W x; A x; E w]: ||K||^2 <= the top eigenvalue of
+        # [[a^2, |grad|], [|grad|, 1 + |E|^2]] with a^2 the bound above (module docstring).
+        second = 1.0 + _SYM_GRAD_NORM_SQ
+        norm_sq = 0.5 * (norm_sq + second + jnp.sqrt((norm_sq - second) ** 2 + 4 * _GRAD_NORM_SQ))
     op_norm = jnp.sqrt(jnp.maximum(norm_sq, jnp.asarray(1e-12, rdtype)))
     weight_scale = tv_weight + wavelet_weight
     weight_scale = jnp.where(weight_scale > 0, weight_scale, jnp.ones((), rdtype))
@@ -414,12 +538,21 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
             k = jnp.where(mask, (k + tau_c * k0n) / (1 + tau_c), k)
         return fourier.ifft2c(k)
 
+    sigma_field = sigma_c[..., None, :, :]
+    tau_field = tau_c[..., None, :, :]
+
     def step(state):
-        x, xbar, p, q, z = state
+        x, xbar, p, q, z, w, wbar, r = state
         update = jnp.zeros_like(x)
         if use_tv:
-            p = _project_ball(p + sigma_c[..., None, :, :] * gradient(xbar, boundary), tv_weight, axis=-3)
+            dual_input = gradient(xbar, boundary) - wbar if use_tgv else gradient(xbar, boundary)
+            p = _project_ball(p + sigma_field * dual_input, tv_weight, axis=-3)
             update = update + gradient_adjoint(p, boundary)
+        if use_tgv:
+            r = _project_ball(r + sigma_field * symmetrized_gradient(wbar, boundary), tgv_weight, axis=-3)
+            # The field has no term of its own in G: a plain gradient step, then extrapolation.
+            w_new = w - tau_field * (symmetrized_gradient_adjoint(r, boundary) - p)
+            w, wbar = w_new, 2 * w_new - w
         if use_wavelet:
             q = _project_ball(q + sigma_c * wavelets.forward(xbar, wavelet, levels), wavelet_radius)
             update = update + wavelets.inverse(q, wavelet, levels)
@@ -433,7 +566,7 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
                     z = z / (1 + sigma_coil)
             update = update + fourier.adjoint(z, mask, coil_maps)
         x_new = prox_g(x - tau_c * update)
-        return x_new, 2 * x_new - x, p, q, z
+        return x_new, 2 * x_new - x, p, q, z, w, wbar, r
 
     x_init = _zero_filled(k0n, mask, coil_maps)
     if x0 is not None:
@@ -443,17 +576,23 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
     p_init = jnp.zeros(batch_image_shape[:-2] + (2,) + batch_image_shape[-2:], cdtype) if use_tv else None
     q_init = jnp.zeros(batch_image_shape, cdtype) if use_wavelet else None
     z_init = jnp.zeros(jnp.broadcast_shapes(k0.shape, coil_maps.shape), cdtype) if multicoil else None
-    state = (x_init, x_init, p_init, q_init, z_init)
+    field_shape = batch_image_shape[:-2] + (2,) + batch_image_shape[-2:]
+    w_init = jnp.zeros(field_shape, cdtype) if use_tgv else None
+    r_init = jnp.zeros(batch_image_shape[:-2] + (3,) + batch_image_shape[-2:], cdtype) if use_tgv else None
+    state = (x_init, x_init, p_init, q_init, z_init, w_init, w_init, r_init)
 
     def relative_change(x_new, x_old):
         diff = jnp.sqrt(jnp.sum(jnp.real((x_new - x_old) * jnp.conj(x_new - x_old)), axis=(-2, -1)))
         size = jnp.sqrt(jnp.sum(jnp.real(x_new * jnp.conj(x_new)), axis=(-2, -1)))
         return diff / jnp.maximum(size, jnp.finfo(rdtype).tiny)
 
-    def normalized_objective(x):
+    def normalized_objective(x, w):
         # The objective of the problem solved (k0 / scale), constraint excluded.
         value = jnp.zeros(x.shape[:-2], rdtype)
-        if use_tv:
+        if use_tgv:
+            first, second = tgv_terms(x, w, boundary)
+            value = value + tv_weight * first + tgv_weight * second
+        elif use_tv:
             value = value + tv_weight * total_variation(x, boundary)
         if use_wavelet:
             value = value + wavelet_weight * jnp.sum(
@@ -471,14 +610,14 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
 
         def scan_body(carry, _):
             carry = body(carry)
-            return carry, (normalized_objective(carry[0]) if history else None)
+            return carry, (normalized_objective(carry[0], carry[5]) if history else None)
 
         state, trace = lax.scan(scan_body, state, None, length=iters)
         # xbar = 2 x_new - x_old, so x_new - x_old = xbar - x_new: the last change for free.
         change = relative_change(state[0], 2 * state[0] - state[1]) if iters else jnp.zeros(batch_shape, rdtype)
         count = jnp.full(batch_shape, iters, jnp.int32)
         if history:
-            info["objective"] = jnp.concatenate([normalized_objective(x_init)[None], trace], axis=0)
+            info["objective"] = jnp.concatenate([normalized_objective(x_init, w_init)[None], trace], axis=0)
     else:
         def cond(carry):
             n, _, done, _, _ = carry
@@ -508,6 +647,8 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
 
     x = state[0] * scale.astype(cdtype)
     info.update(iterations=count, relative_change=change)
+    if use_tgv:
+        info["tgv_field"] = state[5] * scale[..., None, :, :].astype(cdtype)
     return x, info
 
 
@@ -516,8 +657,8 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
                 iters: int = DEFAULTS["iters"], coil_maps=None, constrained: bool = True, delta=0.0, tol=None,
                 boundary: str = "neumann", step_balance: float = DEFAULTS["step_balance"],
                 penalise_approximation: bool = False, normalize: bool = True, checkpoint: bool = True,
-                x0=None, return_info: bool = False, history: bool = False):
-    """Compressed-sensing reconstruction: TV + wavelet-l1 with data consistency, by PDHG.
+                x0=None, return_info: bool = False, history: bool = False, tgv=None):
+    """Compressed-sensing reconstruction: TV (or TGV) + wavelet-l1 with data consistency, by PDHG.
 
     Args:
       k0: measured centred k-space, ``(..., H, W)`` (one coil) or ``(..., C, H, W)`` with
@@ -526,6 +667,10 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
       tv: weight of the isotropic total variation (``>= 0``; a number or 0-d array, so
         it may be traced).  ``0`` (a Python number) drops the term.
       wavelet_weight: weight of ``||W x||_1`` (same rules).
+      tgv: ``None`` (default: total variation) or the second-order weight ``alpha0`` of
+        second-order total generalised variation, which then replaces TV:
+        ``min_w tv * ||grad x - w||_1 + tgv * ||E w||_1`` (``tv`` is the first-order weight
+        ``alpha1``; needs ``tv > 0``; module docstring).  As ``tgv`` grows TGV tends to TV.
       wavelet: a name from :data:`mrijax.wavelets.WAVELETS` (``"haar"``, ``"db1"``...``"db10"``).
       levels: wavelet levels; ``H`` and ``W`` must be divisible by ``2**levels``.
       iters: number of PDHG iterations (the maximum when ``tol`` is given).
@@ -547,7 +692,9 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
       checkpoint: rematerialise iterations in reverse mode (less memory, ~1 extra forward).
       x0: optional starting image ``(..., H, W)`` (default: the zero-filled image).
       return_info: also return a dict with ``"iterations"`` (per problem) and
-        ``"relative_change"`` (the last ``||x_new - x|| / ||x_new||`` per problem).
+        ``"relative_change"`` (the last ``||x_new - x|| / ||x_new||`` per problem); with
+        ``tgv`` also ``"tgv_field"``, the vector field ``w`` ``(..., 2, H, W)`` (in the
+        units of the image, for :func:`objective`).
       history: with ``return_info`` and ``tol=None``, also ``info["objective"]``,
         shape ``(iters + 1, ...)``: the objective after each iteration (row 0: the
         start), in the units of the problem solved (``k0 / data_scale`` when
@@ -575,6 +722,10 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
     if history and (tol is not None or not return_info):
         raise ValueError("history=True needs return_info=True and tol=None")
     _check_weight("delta", delta)
+    if tgv is not None:
+        _check_weight("tgv", tgv)
+        if _is_zero(tv):
+            raise ValueError("tgv needs tv > 0: TGV's first-order weight is tv (tgv is the second-order one)")
     if not constrained and not _is_zero(delta):
         raise ValueError(f"delta={delta!r} relaxes the constrained form; with constrained=False the data term "
                          "is the penalty 1/2 ||A x - k0||^2 (set delta=0 or constrained=True)")
@@ -589,7 +740,7 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
                          checkpoint=bool(checkpoint), normalize=bool(normalize), x0=x0,
                          static_tv_zero=_is_zero(tv), static_wavelet_zero=_is_zero(wavelet_weight),
                          delta=delta, static_delta_zero=_is_zero(delta),
-                         history=bool(history))
+                         history=bool(history), tgv_weight=tgv)
     return (x, info) if return_info else x
 
 
@@ -598,7 +749,7 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
     "checkpoint", "normalize", "static_tv_zero", "static_wavelet_zero", "static_delta_zero", "history"))
 def _solve_jit(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, iters, constrained, tol,
                boundary, step_balance, penalise_approximation, checkpoint, normalize, x0, static_tv_zero,
-               static_wavelet_zero, history, delta, static_delta_zero):
+               static_wavelet_zero, history, delta, static_delta_zero, tgv_weight):
     # Zero weights are passed as traced values through jit; re-mark them as static zeros.
     tv_weight = 0 if static_tv_zero else tv_weight
     wavelet_weight = 0 if static_wavelet_zero else wavelet_weight
@@ -606,7 +757,7 @@ def _solve_jit(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, level
     return _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, wavelet=wavelet, levels=levels, iters=iters,
                   constrained=constrained, tol=tol, boundary=boundary, step_balance=step_balance,
                   penalise_approximation=penalise_approximation, checkpoint=checkpoint, normalize=normalize,
-                  x0=x0, history=history, delta=delta)
+                  x0=x0, history=history, delta=delta, tgv_weight=tgv_weight)
 
 
 def reconstruction_map(mask, *, coil_maps=None, **kwargs):

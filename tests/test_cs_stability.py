@@ -13,7 +13,7 @@ from mrijax import attacks, cs, fourier, masks, metrics
 SIZE = 32
 SETTINGS = ["--setting=zero_filled", "--setting=constrained:iters=15"]
 TINY = [f"--size={SIZE}", "--images=ellipses", "--num_images=2", "--steps=4", "--chunk=2", "--starts=2",
-        "--noise_draws=3", "--sample_n=2", "--seed=1", "--radius=0.05"]
+        "--noise_draws=3", "--sample_n=2", "--seed=1", "--radius=0.05", "--lipschitz_iters=3"]
 
 
 def _run(out_dir, *extra):
@@ -65,6 +65,8 @@ def test_zero_filled_reference_scores_exactly_one(whole_run):
     assert zf["ratio_worst_to_noise"] == pytest.approx(1.0, abs=1e-4)
     assert zf["gain_over_zero_filled_db"] == pytest.approx(0.0, abs=1e-4)
     assert zf["worst_kernel_share"] == pytest.approx(0.0, abs=1e-3)
+    assert zf["lipschitz_gain"] == pytest.approx(1.0, abs=1e-4)
+    assert zf["ratio_lipschitz_to_noise"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_numbers_equal_direct_library_calls(whole_run, foreign):
@@ -98,6 +100,11 @@ def test_numbers_equal_direct_library_calls(whole_run, foreign):
     # CS reacts to its worst case more than to noise, and more than zero filling does.
     assert row["ratio_worst_to_noise"] > 1.0
     assert row["worst_gain"] > res["settings"][0]["worst_gain"]
+    # The linearised gain is local_lipschitz's (same key stream), and no random direction beats it.
+    import jax
+    ll = attacks.local_lipschitz(recon, x, mask, 3, jax.random.fold_in(jax.random.key(1), 3000))
+    np.testing.assert_allclose([p["lipschitz_gain"] for p in per], np.asarray(ll["gain"]), rtol=1e-3)
+    assert row["lipschitz_gain"] > row["noise_gain"]
 
 
 def test_foreign_perturbations_are_evaluated_like_the_library(whole_run, foreign):
@@ -122,6 +129,7 @@ def test_parse_setting_reads_every_key():
                             "penalise_approximation": True, "constrained": False}
     assert cs_stability.parse_setting("zero_filled")["options"] == {}
     assert cs_stability.parse_setting("constrained:delta=0.02")["options"] == {"delta": 0.02, "constrained": True}
+    assert cs_stability.parse_setting("constrained:tgv=2e-3")["options"] == {"tgv": 2e-3, "constrained": True}
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -136,6 +144,7 @@ def test_parse_setting_reads_every_key():
     ("penalised:tv=0:wavelet_weight=0", "both 0"),
     ("constrained:penalise_approximation=yes", "bad value for penalise_approximation"),
     ("penalised:delta=0.1", "--setting='penalised:delta=0.1': delta=0.1 relaxes the constrained form"),
+    ("constrained:tv=0:tgv=1e-3", "--setting='constrained:tv=0:tgv=1e-3': tgv needs tv > 0"),
 ])
 def test_bad_settings_fail_before_any_work(tmp_path, capsys, setting, message):
     out = tmp_path / "out"

@@ -134,18 +134,19 @@ def test_cs_flags_reach_the_solver(tmp_path):
     np.testing.assert_allclose(arr["diff_norm"], np.asarray(ev["diff_norm"]), rtol=1e-4, atol=1e-6)
 
 
-def test_cs_delta_reaches_the_solver(tmp_path):
+def test_cs_delta_and_tgv_reach_the_solver(tmp_path):
     from mrijax import cs
     out = tmp_path / "cs_delta"
-    assert _run(out, "--model=cs", "--cs_iters=4", "--cs_delta=0.05", "--noise_draws=0", "--steps=2",
-                "--snapshots=2") == 0
+    assert _run(out, "--model=cs", "--cs_iters=4", "--cs_delta=0.05", "--cs_tgv=2e-3", "--noise_draws=0",
+                "--steps=2", "--snapshots=2") == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["model"] == {"model": "cs", "iters": 4, "delta": 0.05}
+    assert res["model"] == {"model": "cs", "iters": 4, "delta": 0.05, "tgv": 2e-3}
     arr = common.load_npz(str(out / "arrays.npz"))
-    recon = cs.reconstruction_map(arr["mask"], iters=4, delta=0.05)
+    recon = cs.reconstruction_map(arr["mask"], iters=4, delta=0.05, tgv=2e-3)
     ev = attacks.evaluate(recon, arr["x"], arr["mask"], arr["snapshots"])
     np.testing.assert_allclose(arr["diff_norm"], np.asarray(ev["diff_norm"]), rtol=1e-4, atol=1e-6)
     assert _run(tmp_path / "bad", "--model=cs", "--cs_delta=0.05", "--cs_penalised") == 2
+    assert _run(tmp_path / "bad_tgv", "--model=cs", "--cs_tgv=2e-3", "--cs_tv=0") == 2
 
 
 # ----------------------------------------------------------------------------- multi-coil (--coil_maps)
