@@ -588,21 +588,11 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
         return diff / jnp.maximum(size, jnp.finfo(rdtype).tiny)
 
     def normalized_objective(x, w):
-        # The objective of the problem solved (k0 / scale), constraint excluded.
-        value = jnp.zeros(x.shape[:-2], rdtype)
-        if use_tgv:
-            first, second = tgv_terms(x, w, boundary)
-            value = value + tv_weight * first + tgv_weight * second
-        elif use_tv:
-            value = value + tv_weight * total_variation(x, boundary)
-        if use_wavelet:
-            value = value + wavelet_weight * jnp.sum(
-                coefficient_weights * _safe_abs(wavelets.forward(x, wavelet, levels)), axis=(-2, -1))
-        if not constrained:
-            residual = fourier.forward(x, mask, coil_maps) - k0n
-            axes = (-3, -2, -1) if multicoil else (-2, -1)
-            value = value + 0.5 * jnp.sum(jnp.real(residual * jnp.conj(residual)), axis=axes)
-        return value
+        # The public objective of the problem solved (k0 / scale), constraint excluded.
+        return objective(x, k0n, mask, tv=tv_weight, wavelet_weight=wavelet_weight, wavelet=wavelet, levels=levels,
+                         boundary=boundary, coil_maps=coil_maps, constrained=constrained,
+                         penalise_approximation=penalise_approximation, tgv=tgv_weight if use_tgv else None,
+                         tgv_field=w)
 
     batch_shape = batch_image_shape[:-2]
     info = {}
@@ -725,6 +715,9 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
     _check_weight("delta", delta)
     if tgv is not None:
         _check_weight("tgv", tgv)
+        if _is_zero(tgv):
+            raise ValueError("tgv=0 leaves the field w free, so the TGV term is 0 for every image; pass "
+                             "tgv=None for total variation or a positive second-order weight")
         if _is_zero(tv):
             raise ValueError("tgv needs tv > 0: TGV's first-order weight is tv (tgv is the second-order one)")
     if not constrained and not _is_zero(delta):

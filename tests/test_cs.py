@@ -504,5 +504,7 @@ def test_tgv_is_checked(x64):
         cs.reconstruct(k, mask, tv=0, tgv=1e-3)
     with pytest.raises(ValueError, match="tgv"):
         cs.reconstruct(k, mask, tgv=-1.0)
+    with pytest.raises(ValueError, match="tgv=None for total variation"):
+        cs.reconstruct(k, mask, tgv=0)
     with pytest.raises(ValueError, match="tgv"):
         cs.reconstruct(k, mask, tgv=float("inf"))
