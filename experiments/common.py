@@ -234,7 +234,7 @@ def define_model_flags(fv, *, model: str = DEFAULT_CHECKPOINT, cs_iters: bool = 
         flags.DEFINE_float("cs_delta", None, "CS noise-aware constraint ||Ax - y|| <= delta ||y|| instead of "
                            "Ax = y (mrijax.cs, delta; not with --cs_penalised).", lower_bound=0.0, **d)
         flags.DEFINE_float("cs_tgv", None, "CS with second-order TGV in place of TV: its second-order weight "
-                           "(--cs_tv is the first-order one; mrijax.cs, tgv; try 2x --cs_tv and --cs_iters=400).",
+                           "(--cs_tv is the first-order one; mrijax.cs, tgv; try 2x --cs_tv and --cs_iters=200).",
                            lower_bound=0.0, **d)
 
 

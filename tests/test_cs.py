@@ -410,6 +410,35 @@ def test_symmetrized_gradient_adjoint_and_norm(x64, boundary):
     assert 7.0 < float(jnp.linalg.norm(cs.symmetrized_gradient(v, boundary)) ** 2) <= 8.0 + 1e-9
 
 
+@pytest.mark.parametrize("field_step", [1.0, 0.1])
+def test_tgv_step_bound_covers_the_preconditioned_operator(x64, field_step):
+    # The TGV step sizes rest on ||K~||^2 <= cs._tgv_norm_sq(9, c) for
+    # K~(x, w) = [grad x - sqrt(c) w; W x; E w]: power iteration on K~* K~ must stay under it.
+    # It is nearly tight (power iteration reaches 99 %), so a bound for another c would fail.
+    # c = 1 is Bredies' operator plus the wavelet row: (18 + sqrt 32) / 2 = 11.83.
+    root_c = np.sqrt(field_step)
+
+    def forward(x, w):
+        return cs.gradient(x) - root_c * w, wavelets.forward(x, "db4", 2), cs.symmetrized_gradient(w)
+
+    def adjoint(p, q, r):
+        return (cs.gradient_adjoint(p) + wavelets.inverse(q, "db4", 2),
+                cs.symmetrized_gradient_adjoint(r) - root_c * p)
+
+    def power_step(_, v):
+        x, w = adjoint(*forward(*v))
+        norm = jnp.sqrt(jnp.vdot(x, x).real + jnp.vdot(w, w).real)
+        return x / norm, w / norm
+
+    v = jax.jit(lambda v: jax.lax.fori_loop(0, 500, power_step, v))(
+        (_random_complex((16, 16), 14), _random_complex((2, 16, 16), 15)))
+    measured = sum(float(jnp.vdot(a, a).real) for a in forward(*v))
+    bound = float(cs._tgv_norm_sq(9.0, field_step))
+    if field_step == 1.0:
+        assert bound == pytest.approx((18 + np.sqrt(32)) / 2, rel=1e-12)
+    assert 0.97 * bound < measured <= bound * (1 + 1e-9), (measured, bound)  # 1 % under, measured
+
+
 def test_symmetrized_gradient_of_a_gradient_is_the_hessian(x64):
     # Periodic: E(grad x) holds the centred second differences and the mixed difference.
     x = np.asarray(_random_complex((8, 10), 13))
