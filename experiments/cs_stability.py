@@ -254,6 +254,7 @@ def _measure(fv, setting, index, images, mask, foreign, psnr_zero_filled):
 def summarise(setting, m) -> dict:
     """The per-setting numbers of results.json from :func:`_measure`'s arrays."""
     noise_mean = m["noise_diff_norm"].mean(axis=1)
+    noise_gain = np.mean(m["noise_diff_norm"] / m["noise_Ar_norm"], axis=1)   # per image
     ratio = m["worst_diff_norm"] / noise_mean
     gain = m["worst_diff_norm"] / m["worst_Ar_norm"]
     e = {"setting": setting["name"], "form": setting["form"], "options": setting["options"],
@@ -263,7 +264,7 @@ def summarise(setting, m) -> dict:
          "worst_gain": float(gain.mean()),
          "worst_kernel_share": float(np.mean(m["worst_kernel_norm"] / m["worst_diff_norm"])),
          "noise_psnr_drop": float(m["noise_psnr_drop"].mean()), "noise_diff_norm": float(noise_mean.mean()),
-         "noise_gain": float(np.mean(m["noise_diff_norm"] / m["noise_Ar_norm"])),
+         "noise_gain": float(noise_gain.mean()),
          "ratio_worst_to_noise": float(ratio.mean()), "ratio_worst_to_noise_max": float(ratio.max()),
          "per_image": [{"psnr_clean": m["psnr_clean"][i], "psnr_zero_filled": m["psnr_zero_filled"][i],
                         "worst_psnr_drop": m["worst_psnr_drop"][i], "worst_diff_norm": m["worst_diff_norm"][i],
@@ -274,7 +275,6 @@ def summarise(setting, m) -> dict:
                        for i in range(m["psnr_clean"].shape[0])]}
     if "lipschitz_gain" in m:
         # The linearised ratio: the Jacobian's largest singular value over the gain of random noise.
-        noise_gain = np.mean(m["noise_diff_norm"] / m["noise_Ar_norm"], axis=1)
         e["lipschitz_gain"] = float(m["lipschitz_gain"].mean())
         e["ratio_lipschitz_to_noise"] = float(np.mean(m["lipschitz_gain"] / noise_gain))
         for i, p in enumerate(e["per_image"]):

@@ -221,7 +221,7 @@ TUNING_TGV = """
 (field step c = 0.1.  With c = 1, before 2026-12-01's third session, TGV 2.0 at step_balance 0.1
 gained 14.51 / 18.47 / 22.59 / 36.15 dB on the phantoms and 6.48 / 7.68 / 7.80 / 7.83 on the brain
 after 100 / 200 / 400 / 1600 iterations.  Ratio >= 5: the second-order dual constraint never binds
-here, the gains do not depend on the ratio, and the iterates converge to TV's minimiser, w -> 0)
+here, the gains barely depend on the ratio, and the iterates converge to TV's minimiser, w -> 0)
 """
 
 _BOUNDARIES = ("neumann", "periodic")
@@ -341,8 +341,8 @@ def tgv_terms(x, field, boundary: str = "neumann"):
     ``x`` and ``w`` and returns its ``w`` as ``info["tgv_field"]``.  ``w = 0`` gives ``TV(x)``.
     """
     check_image(x)
-    check_image(field, "field", min_ndim=3)
-    if field.shape[-3:] != (2,) + tuple(x.shape[-2:]):
+    field = _as_field(field, "field", 2)
+    if field.shape[-2:] != tuple(x.shape[-2:]):
         raise ValueError(f"field must have shape (..., 2, {x.shape[-2]}, {x.shape[-1]}) for x of shape "
                          f"{tuple(x.shape)}, got {tuple(field.shape)}")
     first = jnp.sum(_safe_abs(gradient(x, boundary) - field, axis=-3), axis=(-2, -1))
@@ -602,10 +602,10 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
         x_init = jnp.broadcast_to(jnp.asarray(x0).astype(cdtype) / scale.astype(cdtype), x_init.shape)
     x_init = prox_g(x_init)
     batch_image_shape = x_init.shape
-    p_init = jnp.zeros(batch_image_shape[:-2] + (2,) + batch_image_shape[-2:], cdtype) if use_tv else None
+    field_shape = batch_image_shape[:-2] + (2,) + batch_image_shape[-2:]   # p and w
+    p_init = jnp.zeros(field_shape, cdtype) if use_tv else None
     q_init = jnp.zeros(batch_image_shape, cdtype) if use_wavelet else None
     z_init = jnp.zeros(jnp.broadcast_shapes(k0.shape, coil_maps.shape), cdtype) if multicoil else None
-    field_shape = batch_image_shape[:-2] + (2,) + batch_image_shape[-2:]
     w_init = jnp.zeros(field_shape, cdtype) if use_tgv else None
     r_init = jnp.zeros(batch_image_shape[:-2] + (3,) + batch_image_shape[-2:], cdtype) if use_tgv else None
     state = (x_init, x_init, p_init, q_init, z_init, w_init, w_init, r_init)

@@ -3,6 +3,7 @@ calls, foreign perturbations, resume after an interruption, bad settings fail be
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -101,7 +102,6 @@ def test_numbers_equal_direct_library_calls(whole_run, foreign):
     assert row["ratio_worst_to_noise"] > 1.0
     assert row["worst_gain"] > res["settings"][0]["worst_gain"]
     # The linearised gain is local_lipschitz's (same key stream), and no random direction beats it.
-    import jax
     ll = attacks.local_lipschitz(recon, x, mask, 3, jax.random.fold_in(jax.random.key(1), 3000))
     np.testing.assert_allclose([p["lipschitz_gain"] for p in per], np.asarray(ll["gain"]), rtol=1e-3)
     assert row["lipschitz_gain"] > row["noise_gain"]
