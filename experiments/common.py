@@ -223,7 +223,8 @@ def define_model_flags(fv, *, model: str = DEFAULT_CHECKPOINT, cs_iters: bool = 
     flags.DEFINE_string("weights", None, "Path of d5_c5.npz for --model=deepmri_npz.", **d)
     flags.DEFINE_bool("flip_filters", False, "Load the published weights as convolutions (Lasagne CPU).", **d)
     if cs_iters:
-        flags.DEFINE_integer("cs_iters", None, "CS iterations (default: mrijax.cs default).",
+        flags.DEFINE_integer("cs_iters", None, "CS iterations (default: mrijax.cs default, 100; stopping "
+                             "after 15-20 trades accuracy for stability: README, 'How stable is CS?').",
                              lower_bound=cs_iters_lower_bound, **d)
         flags.DEFINE_float("cs_tv", None, "CS total-variation weight (default: mrijax.cs default).",
                            lower_bound=0.0, **d)
