@@ -436,7 +436,8 @@ def test_tgv_step_bound_covers_the_preconditioned_operator(x64, field_step):
     bound = float(cs._tgv_norm_sq(9.0, field_step))
     if field_step == 1.0:
         assert bound == pytest.approx((18 + np.sqrt(32)) / 2, rel=1e-12)
-    assert 0.97 * bound < measured <= bound * (1 + 1e-9), (measured, bound)  # 1 % under, measured
+    # measured: within 1 % of the bound after 500 steps; 3 % leaves room for the start vector
+    assert 0.97 * bound < measured <= bound * (1 + 1e-9), (measured, bound)
 
 
 def test_symmetrized_gradient_of_a_gradient_is_the_hessian(x64):
