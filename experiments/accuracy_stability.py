@@ -1,4 +1,6 @@
-"""Accuracy vs stability, and false details on demand (Gottschling et al., main result 2.3; DL4IA section 3).
+"""Attack a network with a worst case and zone-targeted false details; plot local gain against accuracy.
+
+Gottschling et al., main result 2.3; DL4IA section 3.
 
 Part 1 (the tutorial's figure).  For one image ``x`` and the network ``f`` (the shipped
 cascade, or the published D5-C5 with ``--model=deepmri_npz --weights=...``):
@@ -33,7 +35,8 @@ Writes into ``--out_dir``:
   zone 2, ...; columns the observation ``|x + r|``, the reconstruction ``f(A(x + r))`` and
   the target (``x``; for a zone row the false image the attack aimed at), zones circled.
 * ``changes.png``: ``|r|`` and the output change ``|f(A(x + r)) - f(A x)|`` per row.
-* ``curve.png``: local gain and PSNR drop against clean PSNR, one point per model.
+* ``curve.png``: local gain and PSNR change (perturbed - clean, negative = worse) against
+  clean PSNR, one point per model.
 * ``results.json`` (rewritten after each part and each curve model) and ``arrays.npz``.
 
 Example::
@@ -47,23 +50,26 @@ import os
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 from experiments import common
+from mrijax import attacks, fourier, hallucination, train
+from mrijax.data import pipeline, symbols
+from mrijax.models import Cascade, reconstruction_map
 
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    common.define_out_flags(fv, resume=False)
     common.define_model_flags(fv, cs_iters=False)
-    flags.DEFINE_string("image", "mni:axial", "The image x: mni[:axial|coronal|sagittal], shepp_logan, ellipses "
-                        "or a file (mrijax.data.images.load_images; the middle image); its magnitude is used.", **d)
-    flags.DEFINE_integer("size", 64, "Image side.", lower_bound=16, **d)
+    common.define_image_flags(fv, images="mni:axial", size=64, single=True, min_size=16)
+    common.define_out_flags(fv, resume=False)
     common.define_mask_flags(fv)
     flags.DEFINE_integer("steps", 60, "Iterations of each search.", lower_bound=1, **d)
     flags.DEFINE_float("radius", 0.05, "||r|| <= radius * ||x|| for every perturbation.", **d)
-    flags.DEFINE_float("lr", None, "Step of the projected search (default radius / 20).", **d)
+    flags.DEFINE_float("lr", None, "Step of the projected search, > 0 (default radius / 20).", **d)
     flags.DEFINE_float("momentum", 0.9, "Momentum of the search.", lower_bound=0.0, **d)
     flags.DEFINE_float("tau", 1e-2, "Scale of the uniform random start.", lower_bound=0.0, **d)
     flags.DEFINE_multi_string("zones", ["0.36,0.30,0.09,0.09", "0.68,0.66,0.08,0.08"],
@@ -76,7 +82,7 @@ def define_flags() -> flags.FlagValues:
                       "max|x| (positive: bright, negative: dark); one value is used for every zone.", **d)
     flags.DEFINE_float("detail_scale", 0.5, "The detail is an ellipse of the zone's radii times this.", **d)
     flags.DEFINE_float("zone_weight", 1.0, "Targeted: weight of the zone in the objective (1 outside).", **d)
-    flags.DEFINE_integer("seed", 0, "Seed of the random starts (and of --image=ellipses).", lower_bound=0, **d)
+    flags.DEFINE_integer("seed", 0, "Seed of the random starts (and of --images=ellipses).", lower_bound=0, **d)
     flags.DEFINE_integer("chunk", 25, "Iterations between progress lines.", lower_bound=1, **d)
     flags.DEFINE_multi_enum("parts", ["grid", "curve"], ["grid", "curve"],
                             "What to run: the perturbation grid (part 1), the curve (part 2), or both.", **d)
@@ -98,6 +104,7 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("curve_num_images", 3, "How many of them.", lower_bound=1, **d)
     flags.DEFINE_integer("curve_steps", 40, "Iterations of each curve attack.", lower_bound=1, **d)
     flags.DEFINE_float("curve_radius", None, "Radius of the curve attacks (default --radius).", **d)
+    common.require_positive(fv, "lr")
     return fv
 
 
@@ -151,21 +158,7 @@ def _check_flags(fv):
 # ----------------------------------------------------------------------------- part 1
 
 
-def _progress(name, steps):
-    t0 = time.time()
-
-    def report(state):
-        t = int(state.t)
-        row = min(t, steps) - 1
-        dn = np.asarray(state.history["diff_norm"][row])
-        rr = np.asarray(state.history["r_rel"][row])
-        print(f"[{name}] iter {t}/{steps}  ||f(y+Ar)-f(y)|| {np.nanmax(dn):.4g}  ||r||/||x|| {np.nanmax(rr):.4f}"
-              f"  {time.time() - t0:.1f}s", flush=True)
-    return report
-
-
 def _zones_and_details(zones, values, size, scale):
-    from mrijax.data import symbols
     regions = np.stack([symbols.ellipse_region((size, size), (cy, cx), (ry, rx)) for cy, cx, ry, rx in zones])
     details = np.stack([v * symbols.ellipse_coverage((size, size), (cy, cx), (scale * ry, scale * rx))
                         for (cy, cx, ry, rx), v in zip(zones, values)]).astype(np.float32)
@@ -178,9 +171,6 @@ def _zones_and_details(zones, values, size, scale):
 
 def _attacks(fv, recon, x, mask, zones, values):
     """The worst case and the zone perturbations: (names, r (K, H, W), targets, regions, details)."""
-    import jax
-    from mrijax import attacks, fourier
-
     size = x.shape[-1]
     regions, details = _zones_and_details(zones, values, size, fv.detail_scale)
     details = details * float(np.abs(x).max())
@@ -193,19 +183,19 @@ def _attacks(fv, recon, x, mask, zones, values):
         # All untargeted: the worst case counts the whole image, zone k only zone k (one batch).
         weights = np.concatenate([np.ones((1, size, size), np.float32), regions.astype(np.float32)])
         res = attacks.worst_case(recon, np.broadcast_to(x, (1 + z, size, size)), mask, key=key, region=weights,
-                                 callback=_progress("worst case + zones", fv.steps), **common_kw)
+                                 callback=common.search_progress("worst case + zones", fv.steps), **common_kw)
         rs = np.asarray(res.r)
         targets = np.broadcast_to(x, (1 + z, size, size)).astype(np.complex64)
     else:
         res = attacks.worst_case(recon, x, mask, key=jax.random.fold_in(key, 0),
-                                 callback=_progress("worst case", fv.steps), **common_kw)
+                                 callback=common.search_progress("worst case", fv.steps), **common_kw)
         r_wc = np.asarray(res.r)
         clean = np.asarray(jax.jit(recon)(fourier.forward(x, mask)))
         p = (clean[None] + details).astype(np.complex64)      # clean reconstruction + false detail
         weight = (1.0 + (fv.zone_weight - 1.0) * regions).astype(np.float32)
         res_z = attacks.worst_case(recon, np.broadcast_to(x, (z, size, size)), mask,
                                    key=jax.random.fold_in(key, 1), target=p, region=weight,
-                                   callback=_progress("zones", fv.steps), **common_kw)
+                                   callback=common.search_progress("zones", fv.steps), **common_kw)
         rs = np.concatenate([r_wc[None], np.asarray(res_z.r)])
         targets = np.concatenate([x[None].astype(np.complex64), p])
     return names, rs, targets, regions, details
@@ -213,8 +203,6 @@ def _attacks(fv, recon, x, mask, zones, values):
 
 def _zone_numbers(fv, x, clean, perturbed, rs, regions, details):
     """Per perturbation and zone: where the output changed, where r is, how much detail appeared."""
-    from mrijax import hallucination
-    from mrijax.data import symbols
     rows = []
     for i in range(rs.shape[0]):
         change = perturbed[i] - clean
@@ -241,12 +229,8 @@ def _zone_numbers(fv, x, clean, perturbed, rs, regions, details):
 
 def _trained_models(fv, steps):
     """Train a small cascade; yield (label, recon-map factory, info) after each step count."""
-    import jax
-    from mrijax import train
-    from mrijax.models import Cascade
-
     model = Cascade(n_cascades=fv.curve_cascades, n_convs=fv.curve_convs, features=fv.curve_features)
-    source = train.BatchSource(images=fv.curve_train_images, size=fv.curve_size, batch_size=fv.curve_batch_size,
+    source = pipeline.BatchSource(images=fv.curve_train_images, size=fv.curve_size, batch_size=fv.curve_batch_size,
                                seed=fv.seed, mask_kind=fv.mask, mask_mode="per_image",
                                mask_kwargs=dict(acceleration=fv.acceleration, sample_n=fv.sample_n))
     optimizer = train.make_optimizer("adam", fv.curve_lr, clip_norm=1.0, decay_steps=max(steps[-1], 1))
@@ -254,7 +238,7 @@ def _trained_models(fv, steps):
     params = jax.jit(model.init)(jax.random.PRNGKey(fv.seed), first["target"][:1], first["target"][:1],
                                  first["mask"][:1])
     state = train.create_train_state(params, optimizer, seed=fv.seed)
-    step_fn = train.make_train_step(train.cascade_predictor(model), optimizer, "l1")
+    step_fn = train.make_train_step(train.predictor(model), optimizer, "l1")
     for s in steps:
         t0 = time.time()
         result = train.fit(state, step_fn, source, s, log=None)
@@ -263,14 +247,12 @@ def _trained_models(fv, steps):
         print(f"[curve] small cascade trained to step {s} ({time.time() - t0:.1f}s"
               + (f", loss {loss:.4g})" if loss is not None else ")"), flush=True)
         info = {"label": f"{s} steps", "train_steps": s, "train_loss": loss,
-                "model": {"class": "Cascade", "n_cascades": fv.curve_cascades, "n_convs": fv.curve_convs,
+                "model": {"class": "cascade", "n_cascades": fv.curve_cascades, "n_convs": fv.curve_convs,
                           "features": fv.curve_features}}
         yield info, (lambda mask, p=state.params: _recon(model, p, mask))
 
 
 def _recon(model, params, mask):
-    import jax.numpy as jnp
-    from mrijax.models import reconstruction_map
     return reconstruction_map(model, params, jnp.asarray(mask))
 
 
@@ -282,20 +264,16 @@ def _given_models(fv):
 
 def _curve_inputs(fv):
     """The curve's mask and images (built before any long computation, so bad flags fail early)."""
-    from mrijax.data.images import load_images
     size = fv.curve_size
     mask = common.mask_from_flags(fv, size)
-    xs = np.abs(np.asarray(load_images(fv.curve_images, size, count=fv.curve_num_images,
-                                       seed=fv.seed))).astype(np.float32)
+    xs = np.abs(common.load_checked_images(fv.curve_images, size, count=fv.curve_num_images, seed=fv.seed,
+                                           flag="curve_images")).astype(np.float32)
     return mask, xs
 
 
 def _curve(fv, steps, mask, xs, results, arrays, save):
     """The accuracy-vs-stability points; adds to ``results`` and ``arrays`` and calls ``save()``
     after each model."""
-    import jax
-    from mrijax import attacks
-
     size = fv.curve_size
     radius = fv.curve_radius if fv.curve_radius is not None else fv.radius
     models = _given_models(fv) if fv.curve_models else _trained_models(fv, steps)
@@ -309,14 +287,14 @@ def _curve(fv, steps, mask, xs, results, arrays, save):
         ev = attacks.evaluate(recon, xs, mask, res.r)
         gain = np.asarray(ev["diff_norm"]) / np.asarray(ev["Ar_norm"])
         point = dict(info, psnr_clean=np.asarray(ev["psnr_clean"]), psnr_perturbed=np.asarray(ev["psnr_perturbed"]),
-                     psnr_drop=np.asarray(ev["psnr_drop"]), gain=gain, r_norm=np.asarray(ev["r_norm"]),
+                     psnr_change=common.psnr_change(ev), gain=gain, r_norm=np.asarray(ev["r_norm"]),
                      Ar_norm=np.asarray(ev["Ar_norm"]), diff_norm=np.asarray(ev["diff_norm"]),
                      mean_psnr_clean=float(np.mean(ev["psnr_clean"])), mean_gain=float(np.mean(gain)),
-                     mean_psnr_drop=float(np.mean(ev["psnr_drop"])))
+                     mean_psnr_change=float(np.mean(common.psnr_change(ev))))
         points.append(point)
         arrays[f"curve_r_{j}"] = np.asarray(res.r)
         print(f"[curve] {info['label']}: clean PSNR {point['mean_psnr_clean']:.2f} dB, attack gain "
-              f"{point['mean_gain']:.3f}, PSNR drop {point['mean_psnr_drop']:.2f} dB", flush=True)
+              f"{point['mean_gain']:.3f}, PSNR change {point['mean_psnr_change']:+.2f} dB", flush=True)
         results["curve"] = {"size": size, "radius": radius, "sampling_rate": float(mask.mean()),
                             "images": fv.curve_images, "points": points}
         save()
@@ -377,7 +355,7 @@ def _curve_figure(fv, points, radius):
     psnr = [p["mean_psnr_clean"] for p in points]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, label in ((axes[0], "mean_gain", "local gain ||f(y + A r) - f(y)|| / ||A r||"),
-                           (axes[1], "mean_psnr_drop", "PSNR drop under the attack (dB)")):
+                           (axes[1], "mean_psnr_change", "PSNR change under the attack (dB), < 0 worse")):
         vals = [p[key] for p in points]
         ax.plot(psnr, vals, "o-")
         for p, v in zip(points, vals):
@@ -395,8 +373,6 @@ def _curve_figure(fv, points, radius):
 
 def _grid_part(fv, recon, x, mask, zones, values, results, arrays, save):
     """Part 1: clean, worst case and zone perturbations; fills ``results`` / ``arrays``, saves, draws."""
-    from mrijax import attacks
-
     names, rs, targets, regions, details = _attacks(fv, recon, x, mask, zones, values)
     ev = {k: np.asarray(v) for k, v in attacks.evaluate(recon, x, mask, rs).items()}
     perturbed = ev["perturbed"]
@@ -409,7 +385,7 @@ def _grid_part(fv, recon, x, mask, zones, values, results, arrays, save):
         perturbations.append({
             "name": name, "r_norm": ev["r_norm"][i], "r_rel": ev["r_norm"][i] / xn, "Ar_norm": ev["Ar_norm"][i],
             "diff_norm": ev["diff_norm"][i], "gain": ev["diff_norm"][i] / ev["Ar_norm"][i],
-            "psnr_perturbed": ev["psnr_perturbed"][i], "psnr_drop": ev["psnr_drop"][i],
+            "psnr_perturbed": ev["psnr_perturbed"][i], "psnr_change": ev["psnr_perturbed"][i] - ev["psnr_clean"][i],
             "zones": zone_rows[i]})
     arrays.update(x=x, mask=mask, clean=clean, r=rs, perturbed=perturbed, targets=targets, zone_masks=regions,
                   details=details)
@@ -420,7 +396,7 @@ def _grid_part(fv, recon, x, mask, zones, values, results, arrays, save):
     print(f"clean PSNR {psnr_clean:.2f} dB", flush=True)
     for p in perturbations:
         line = (f"  {p['name']:<10s} ||r||/||x|| {p['r_rel']:.4f}  ||A r|| {p['Ar_norm']:.4g}  gain {p['gain']:.3f}"
-                f"  PSNR drop {p['psnr_drop']:.2f} dB")
+                f"  PSNR change {p['psnr_change']:+.2f} dB")
         for k, zr in enumerate(p["zones"]):
             line += f" | zone {k + 1}: change in/out {zr['change_inside']:.3g}/{zr['change_outside']:.3g}"
             if "detail_in_reconstruction" in zr and p["name"] == f"zone {k + 1}":
@@ -431,8 +407,6 @@ def _grid_part(fv, recon, x, mask, zones, values, results, arrays, save):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    from mrijax.data.images import load_images
-
     # Everything that can be wrong with the flags fails here, before any long computation.
     zones, values, curve_steps = _check_flags(fv)
     parts = set(fv.parts)
@@ -441,7 +415,9 @@ def run(fv) -> dict:
     results = {"flags": common.flag_dict(fv), "curve": None,
                "definitions": {
                    "gain": "||f(A x + A r) - f(A x)|| / ||A r||",
+                   "psnr": common.PSNR_DEFINITION,
                    "psnr_perturbed": "against |x + r|; psnr_clean against |x|",
+                   "psnr_change": common.PSNR_CHANGE_DEFINITION,
                    "change_inside / change_outside": "l2 norm of f(A(x + r)) - f(A x) on / off the zone; "
                                                      "rms_*: per pixel",
                    "detail_in_observation": "<x + r - x, d> / ||d||^2 for the zone's false detail d",
@@ -450,9 +426,9 @@ def run(fv) -> dict:
         size = fv.size
         _zones_and_details(zones, values, size, fv.detail_scale)
         mask = common.mask_from_flags(fv)
-        x = np.abs(np.asarray(load_images(fv.image, size, count=1, seed=fv.seed))[0]).astype(np.float32)
+        x = np.abs(common.load_checked_images(fv.images, size, count=1, seed=fv.seed)[0]).astype(np.float32)
         recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
-                                                       flip_filters=fv.flip_filters)
+                                                       flip_filters=fv.flip_filters, mask_kind=fv.mask)
         results.update(model=model_info, sampling_rate=float(mask.mean()))
     if with_curve:
         curve_mask, curve_x = _curve_inputs(fv)

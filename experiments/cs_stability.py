@@ -1,4 +1,4 @@
-"""How stable is compressed sensing?  A sweep of CS settings under worst-case and random perturbations.
+"""Measure how stable compressed sensing is: CS settings under their own worst-case and random perturbations.
 
 Antun et al. (PNAS 2020) use sparsity-regularised reconstruction as the stable reference
 against which the networks' instabilities are measured.  This job measures that claim for
@@ -10,7 +10,8 @@ the accuracy a setting buys can be read beside the stability it costs.  For ever
 * the worst case *of this setting*: :func:`mrijax.attacks.worst_case` run against the CS map
   itself (projected ascent in the ball ``||r|| <= --radius * ||x||``, ``--starts`` random
   starts per image, the best kept), its output change ``||f(y + e) - f(y)||`` (``e = A r``),
-  its gain ``||f(y + e) - f(y)|| / ||e||``, its PSNR drop, and the share of the change that
+  its gain ``||f(y + e) - f(y)|| / ||e||``, its PSNR change (perturbed - clean, negative =
+  worse), and the share of the change that
   lies in the kernel of ``A`` (:func:`mrijax.hallucination.error_split`);
 * random perturbations of exactly the same norm (:func:`mrijax.attacks.noise_baseline`,
   ``--noise_draws``) and the **ratio** worst-case output change / mean random output change;
@@ -19,8 +20,8 @@ the accuracy a setting buys can be read beside the stability it costs.  For ever
   small perturbations, and its ratio to the random gain.  A search gain near it says the
   worst case is a property of the map's linearisation, not a large-perturbation effect;
 * with ``--perturbations=RUN/arrays.npz`` (the ``arrays.npz`` of an
-  ``experiments.worst_case`` run, e.g. on the published D5-C5): the PSNR drop of each
-  setting under *that* model's worst-case perturbations (every snapshot), beside the drop
+  ``experiments.worst_case`` run, e.g. on the published D5-C5): the PSNR change of each
+  setting under *that* model's worst-case perturbations (every snapshot), beside the change
   under Gaussian noise on the sampled k-space entries of the same ``||A r||``.  The images
   and the mask then come from that file (``--images``, ``--num_images``, ``--size`` and the
   mask flags are not used).
@@ -43,7 +44,7 @@ unset keys take :data:`mrijax.cs.DEFAULTS`).  Example: ``penalised:tv=1e-2:wavel
 Writes into ``--out_dir``:
 
 * ``cs_stability.png``: ratio against the PSNR gain over zero filling (one point per
-  setting); the PSNR drops (worst case, random, and the foreign perturbations if given);
+  setting); the PSNR changes (worst case, random, and the foreign perturbations if given);
   one row of output changes ``|f(y + e) - f(y)|`` of the first image, one panel per setting.
 * ``results.json``: per setting and image, every number above; the flags.
 * ``arrays.npz``: images, mask, and per setting the clean reconstructions, worst-case
@@ -63,10 +64,12 @@ import math
 import os
 import time
 
+import jax
 import numpy as np
 from absl import flags
 
 from experiments import common
+from mrijax import attacks, fourier, hallucination, metrics, wavelets
 
 DEFAULT_SETTINGS = (
     "zero_filled",
@@ -85,8 +88,8 @@ _INT_KEYS = ("iters", "levels")
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    common.define_out_flags(fv)
     common.define_image_flags(fv, images="mni:axial", num_images=2, size=64)
+    common.define_out_flags(fv)
     common.define_mask_flags(fv, sample_n=4)
     flags.DEFINE_multi_string("setting", list(DEFAULT_SETTINGS),
                               "A CS setting FORM[:key=value...], FORM in constrained|penalised|zero_filled, keys "
@@ -121,8 +124,6 @@ def parse_setting(text: str) -> dict:
     ``constrained`` set from the form); ``zero_filled`` takes no keys.  Raises ``ValueError``
     naming the setting and the bad part.
     """
-    from mrijax import wavelets
-
     parts = [p.strip() for p in str(text).split(":")]
     form = parts[0].lower()
     if form not in FORMS:
@@ -195,24 +196,16 @@ def _load_perturbations(path):
     for name, a in (("x", x), ("snapshots", snaps)):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"--perturbations={path!r}: {name} holds NaN or inf")
+    common.check_images(x, f"--perturbations={path!r} (its images x)")
     return x, mask.astype(bool), snaps
 
 
 def _measure(fv, setting, index, images, mask, foreign, psnr_zero_filled):
     """All numbers of one setting: clean accuracy, its own worst case, noise, foreign perturbations."""
-    import jax
-    from mrijax import attacks, hallucination
-
     recon = _reconstruction(setting, mask)
     n, s = images.shape[0], fv.starts
     key = jax.random.fold_in(jax.random.key(fv.seed), _SEARCH_STREAM)
-    t0 = time.time()
-
-    def report(state):
-        t = int(state.t)
-        dn = np.asarray(state.history["diff_norm"][min(t, fv.steps) - 1])
-        print(f"[setting {index}: {setting['name']}] iter {t}/{fv.steps}  ||f(y+e)-f(y)|| max {np.nanmax(dn):.4g}  "
-              f"{time.time() - t0:.1f}s", flush=True)
+    report = common.search_progress(f"setting {index}: {setting['name']}", fv.steps)
 
     copies = np.repeat(images, s, axis=0)                      # image i's starts are rows i*s ... i*s+s-1
     res = attacks.worst_case(recon, copies, mask, key=key, steps=fv.steps, radius=fv.radius,
@@ -229,10 +222,10 @@ def _measure(fv, setting, index, images, mask, foreign, psnr_zero_filled):
                                 jax.random.fold_in(jax.random.key(fv.seed), _NOISE_STREAM), domain=fv.domain)
     out = dict(clean=ev["clean"], r=r, perturbed=ev["perturbed"], psnr_clean=ev["psnr_clean"],
                psnr_zero_filled=psnr_zero_filled, worst_diff_norm=ev["diff_norm"],
-               worst_r_norm=ev["r_norm"], worst_Ar_norm=ev["Ar_norm"], worst_psnr_drop=ev["psnr_drop"],
+               worst_r_norm=ev["r_norm"], worst_Ar_norm=ev["Ar_norm"], worst_psnr_change=common.psnr_change(ev),
                worst_kernel_norm=np.asarray(change["kernel_norm"]), best_start=best,
                start_diff_norm=np.asarray(ev_all["diff_norm"]).reshape(n, s),
-               noise_diff_norm=np.asarray(nb["diff_norm"])[:, 0], noise_psnr_drop=np.asarray(nb["psnr_drop"])[:, 0],
+               noise_diff_norm=np.asarray(nb["diff_norm"])[:, 0], noise_psnr_change=common.psnr_change(nb)[:, 0],
                noise_Ar_norm=np.asarray(nb["Ar_norm"])[:, 0])
     if fv.lipschitz_iters > 0:
         ll = attacks.local_lipschitz(recon, images, mask, fv.lipschitz_iters,
@@ -244,9 +237,9 @@ def _measure(fv, setting, index, images, mask, foreign, psnr_zero_filled):
         nbf = attacks.noise_baseline(recon, images, mask, ar, fv.noise_draws,
                                      jax.random.fold_in(jax.random.key(fv.seed), _FOREIGN_NOISE_STREAM),
                                      domain="measurement")
-        out.update(foreign_psnr_drop=np.asarray(evf["psnr_drop"]), foreign_diff_norm=np.asarray(evf["diff_norm"]),
+        out.update(foreign_psnr_change=common.psnr_change(evf), foreign_diff_norm=np.asarray(evf["diff_norm"]),
                    foreign_Ar_norm=np.asarray(evf["Ar_norm"]),
-                   foreign_noise_psnr_drop=np.asarray(nbf["psnr_drop"]),
+                   foreign_noise_psnr_change=common.psnr_change(nbf),
                    foreign_noise_diff_norm=np.asarray(nbf["diff_norm"]))
     return out
 
@@ -260,17 +253,19 @@ def summarise(setting, m) -> dict:
     e = {"setting": setting["name"], "form": setting["form"], "options": setting["options"],
          "psnr_clean": float(m["psnr_clean"].mean()), "psnr_zero_filled": float(m["psnr_zero_filled"].mean()),
          "gain_over_zero_filled_db": float((m["psnr_clean"] - m["psnr_zero_filled"]).mean()),
-         "worst_psnr_drop": float(m["worst_psnr_drop"].mean()), "worst_diff_norm": float(m["worst_diff_norm"].mean()),
+         "worst_psnr_change": float(m["worst_psnr_change"].mean()),
+         "worst_diff_norm": float(m["worst_diff_norm"].mean()),
          "worst_gain": float(gain.mean()),
          "worst_kernel_share": float(np.mean(m["worst_kernel_norm"] / m["worst_diff_norm"])),
-         "noise_psnr_drop": float(m["noise_psnr_drop"].mean()), "noise_diff_norm": float(noise_mean.mean()),
+         "noise_psnr_change": float(m["noise_psnr_change"].mean()), "noise_diff_norm": float(noise_mean.mean()),
          "noise_gain": float(noise_gain.mean()),
          "ratio_worst_to_noise": float(ratio.mean()), "ratio_worst_to_noise_max": float(ratio.max()),
          "per_image": [{"psnr_clean": m["psnr_clean"][i], "psnr_zero_filled": m["psnr_zero_filled"][i],
-                        "worst_psnr_drop": m["worst_psnr_drop"][i], "worst_diff_norm": m["worst_diff_norm"][i],
+                        "worst_psnr_change": m["worst_psnr_change"][i], "worst_diff_norm": m["worst_diff_norm"][i],
                         "worst_r_norm": m["worst_r_norm"][i], "worst_Ar_norm": m["worst_Ar_norm"][i],
                         "worst_gain": gain[i], "noise_diff_norm_mean": noise_mean[i],
-                        "noise_psnr_drop_mean": m["noise_psnr_drop"][i].mean(), "ratio_worst_to_noise": ratio[i],
+                        "noise_psnr_change_mean": m["noise_psnr_change"][i].mean(),
+                        "ratio_worst_to_noise": ratio[i],
                         "best_start": m["best_start"][i]}
                        for i in range(m["psnr_clean"].shape[0])]}
     if "lipschitz_gain" in m:
@@ -279,19 +274,19 @@ def summarise(setting, m) -> dict:
         e["ratio_lipschitz_to_noise"] = float(np.mean(m["lipschitz_gain"] / noise_gain))
         for i, p in enumerate(e["per_image"]):
             p["lipschitz_gain"] = m["lipschitz_gain"][i]
-    if "foreign_psnr_drop" in m:
+    if "foreign_psnr_change" in m:
         # (S, N) against (N, S, draws): per snapshot, mean over images (and draws).
-        e["foreign_psnr_drop"] = m["foreign_psnr_drop"].mean(axis=1).tolist()
-        e["foreign_psnr_drop_max"] = m["foreign_psnr_drop"].max(axis=1).tolist()
+        e["foreign_psnr_change"] = m["foreign_psnr_change"].mean(axis=1).tolist()
+        e["foreign_psnr_change_min"] = m["foreign_psnr_change"].min(axis=1).tolist()   # the worst image
         e["foreign_gain"] = (m["foreign_diff_norm"] / m["foreign_Ar_norm"]).mean(axis=1).tolist()
-        e["foreign_noise_psnr_drop"] = m["foreign_noise_psnr_drop"].mean(axis=(0, 2)).tolist()
+        e["foreign_noise_psnr_change"] = m["foreign_noise_psnr_change"].mean(axis=(0, 2)).tolist()
     return e
 
 
 def _figure(fv, settings, measured, rows, images):
     plt = common.pyplot()
     k = len(settings)
-    has_foreign = "foreign_psnr_drop" in rows[0]
+    has_foreign = "foreign_psnr_change" in rows[0]
     fig = plt.figure(figsize=(max(12, 2.2 * k), 7.4))
     outer = fig.add_gridspec(2, 1, height_ratios=[1.25, 1], hspace=0.3)
     top = outer[0].subgridspec(1, 2, wspace=0.25)
@@ -309,16 +304,17 @@ def _figure(fv, settings, measured, rows, images):
 
     width = 0.27 if has_foreign else 0.4
     xs = np.arange(k)
-    ax_d.bar(xs - width, [e["worst_psnr_drop"] for e in rows], width, label="own worst case")
-    ax_d.bar(xs, [e["noise_psnr_drop"] for e in rows], width, label="random, same norm")
+    ax_d.bar(xs - width, [e["worst_psnr_change"] for e in rows], width, label="own worst case")
+    ax_d.bar(xs, [e["noise_psnr_change"] for e in rows], width, label="random, same norm")
     if has_foreign:
-        ax_d.bar(xs + width, [e["foreign_psnr_drop"][-1] for e in rows], width,
+        ax_d.bar(xs + width, [e["foreign_psnr_change"][-1] for e in rows], width,
                  label="foreign worst case (last snapshot)")
-        ax_d.scatter(xs + width, [e["foreign_noise_psnr_drop"][-1] for e in rows], color="k", marker="_", s=200,
+        ax_d.scatter(xs + width, [e["foreign_noise_psnr_change"][-1] for e in rows], color="k", marker="_", s=200,
                      zorder=3, label="noise of the same ||A r|| (foreign)")
     ax_d.set_xticks(xs, [str(i) for i in range(k)])
     ax_d.set_xlabel("setting")
-    ax_d.set_ylabel("PSNR drop (dB)")
+    ax_d.axhline(0.0, color="k", lw=0.6)
+    ax_d.set_ylabel("PSNR change (dB), perturbed - clean: < 0 worse")
     ax_d.legend(fontsize=7)
 
     bottom = outer[1].subgridspec(1, k + 1, wspace=0.05)
@@ -338,8 +334,6 @@ def _figure(fv, settings, measured, rows, images):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    from mrijax.data.images import load_images
-
     # Everything that can be wrong with the flags fails here, before any long computation.
     settings = [parse_setting(t) for t in fv.setting]
     if not settings:
@@ -353,10 +347,9 @@ def run(fv) -> dict:
         foreign = foreign.astype(np.complex64)
     else:
         mask = common.mask_from_flags(fv)
-        images = np.asarray(load_images(fv.images, fv.size, count=fv.num_images, seed=fv.seed))
+        images = common.load_checked_images(fv.images, fv.size, count=fv.num_images, seed=fv.seed)
     for s in settings:   # traces each map once on the mask's shape: bad options surface now
         _reconstruction(s, mask)
-    from mrijax import fourier, metrics
     psnr_zero_filled = np.asarray(metrics.psnr(fourier.zero_filled(fourier.forward(images, mask), mask), images))
 
     common.prepare_out_dir(fv, _NOT_NUMERIC)
@@ -364,6 +357,7 @@ def run(fv) -> dict:
     measured = []
     for i, s in enumerate(settings):
         path = os.path.join(fv.out_dir, f"setting{i}.npz")
+        common.note_progress(path, f"after setting {i + 1}/{len(settings)} ({s['name']}, saved)")
         if fv.resume and os.path.exists(path):
             print(f"[setting {i}: {s['name']}] already finished, loading it", flush=True)
             measured.append(common.load_npz(path))
@@ -372,9 +366,9 @@ def run(fv) -> dict:
         common.save_npz(path, **m)
         measured.append(m)
         e = summarise(s, m)
-        print(f"[setting {i}: {s['name']}] clean {e['psnr_clean']:.2f} dB (+{e['gain_over_zero_filled_db']:.2f} "
-              f"over zero filling); worst case gain {e['worst_gain']:.2f}, drop {e['worst_psnr_drop']:.2f} dB; "
-              f"noise drop {e['noise_psnr_drop']:.2f} dB; ratio {e['ratio_worst_to_noise']:.2f}"
+        print(f"[setting {i}: {s['name']}] clean {e['psnr_clean']:.2f} dB ({e['gain_over_zero_filled_db']:+.2f} "
+              f"over zero filling); worst case gain {e['worst_gain']:.2f}, PSNR change {e['worst_psnr_change']:+.2f} "
+              f"dB; noise {e['noise_psnr_change']:+.2f} dB; ratio {e['ratio_worst_to_noise']:.2f}"
               + (f"; linearised gain {e['lipschitz_gain']:.2f}, ratio {e['ratio_lipschitz_to_noise']:.2f}"
                  if "lipschitz_gain" in e else ""), flush=True)
 
@@ -395,15 +389,15 @@ def run(fv) -> dict:
                                                "then mean): the ratio a linear map with that Jacobian would score",
                    "worst_kernel_share": "||kernel part of f(y + e) - f(y)|| / ||f(y + e) - f(y)|| "
                                          "(mrijax.hallucination.error_split)",
-                   "psnr_drop": common.PSNR_DROP_DEFINITION,
-                   "foreign_psnr_drop": "PSNR drop under the --perturbations snapshots, one per snapshot "
+                   "psnr_change": common.PSNR_CHANGE_DEFINITION,
+                   "foreign_psnr_change": "PSNR change under the --perturbations snapshots, one per snapshot "
                                         "(mean over images)",
-                   "foreign_noise_psnr_drop": "PSNR drop under Gaussian noise on the sampled k-space entries "
+                   "foreign_noise_psnr_change": "PSNR change under Gaussian noise on the sampled k-space entries "
                                               "with the same ||A r|| as each snapshot"}}
     common.save_npz(os.path.join(fv.out_dir, "arrays.npz"), **arrays)
     common.save_json(os.path.join(fv.out_dir, "results.json"), results)
     _figure(fv, settings, measured, rows, images)
-    print("done: " + "; ".join(f"{i}: {e['setting']} +{e['gain_over_zero_filled_db']:.2f} dB, ratio "
+    print("done: " + "; ".join(f"{i}: {e['setting']} {e['gain_over_zero_filled_db']:+.2f} dB, ratio "
                                f"{e['ratio_worst_to_noise']:.2f}" for i, e in enumerate(rows))
           + f".  Files in {fv.out_dir}", flush=True)
     return results

@@ -1,11 +1,13 @@
-"""Detail transfer and the accuracy-stability trade-off (Gottschling et al., main results 2.1 and 2.3).
+"""Train AUTOMAP on an image with an added detail; measure how much detail it puts into the image without it.
+
+Gottschling et al., main results 2.1 and 2.3.
 
 Single pair (default; the DL4IA tutorial's section 2).  An image ``x1`` and a detail
 ``x_det`` (an ellipse drawn with the ``--detail_*`` flags, or any ``--detail_file``),
 with ``--detail_in_kernel`` projected onto the real kernel of ``A`` so that
 ``A x_det = 0`` (:func:`mrijax.hallucination.detail_in_kernel`).  AUTOMAP is trained on
 the single pair ``(A(x1 + x_det), x1 + x_det)`` until ``--min_loss`` (or
-``--max_steps``), then reconstructs ``x1`` from ``A x1`` and from ``A x1 + e`` (``--noise``).
+``--steps``), then reconstructs ``x1`` from ``A x1`` and from ``A x1 + e`` (``--noise``).
 The detail appears in both: the script reports the transferred fraction
 ``<f(A x1) - x1, x_det> / ||x_det||^2`` and the PSNR of each reconstruction.
 
@@ -34,7 +36,7 @@ Writes into ``--out_dir``:
 Examples::
 
     python -m experiments.detail_transfer --out_dir=runs/detail --detail_in_kernel
-    python -m experiments.detail_transfer --out_dir=runs/pair --pair --max_steps=2000
+    python -m experiments.detail_transfer --out_dir=runs/pair --pair --steps=2000
 """
 
 from __future__ import annotations
@@ -43,19 +45,22 @@ import os
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 from experiments import common
+from mrijax import fourier, metrics, models, pair_training, train
+from mrijax import hallucination as hal
+from mrijax.data import phantoms
 
 
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
+    common.define_image_flags(fv, images="shepp_logan", size=64, single=True, min_size=8)
     common.define_out_flags(fv)
-    flags.DEFINE_integer("size", 64, "Image side.", lower_bound=8, **d)
-    flags.DEFINE_string("image", "shepp_logan", "The image x1: shepp_logan, ellipses (drawn with --seed), "
-                        "mni[:axial], or a file (mrijax.data.images.load_images); its magnitude is used.", **d)
     # exact_count_lines: exactly size / acceleration phase-encode lines (R = 4: 25% of them).
     common.define_mask_flags(fv, mask="exact_count_lines", acceleration=4.0, sample_n=None)
     flags.DEFINE_integer("hidden", 64, "AUTOMAP's hidden width (25000 in the paper, 64 in DL4IA).",
@@ -75,15 +80,16 @@ def define_flags() -> flags.FlagValues:
                       "With --pair: visibilities v = ||A d_v|| / ||d_v|| in [0, max), one network each.", **d)
     flags.DEFINE_float("min_loss", 1e-3, "Stop a network once its loss (sum of squared errors per image, "
                        "mean over its pairs) is at most this (0: never).", lower_bound=0.0, **d)
-    flags.DEFINE_integer("max_steps", 1000, "Adam steps at most.", lower_bound=1, **d)
-    flags.DEFINE_float("lr", 2e-3, "Adam learning rate (peak).", lower_bound=0.0, **d)
-    flags.DEFINE_bool("lr_decay", True, "Cosine decay of the learning rate to 1% over --max_steps.", **d)
+    flags.DEFINE_integer("steps", 1000, "Adam steps at most.", lower_bound=1, **d)
+    flags.DEFINE_float("lr", 2e-3, "Adam learning rate (peak), > 0.", **d)
+    flags.DEFINE_bool("lr_decay", True, "Cosine decay of the learning rate to 1% over --steps.", **d)
     flags.DEFINE_float("noise", 0.02, "Measurement noise for f(A x1 + e): ||e|| = noise * ||A x1||.",
                        lower_bound=0.0, **d)
-    flags.DEFINE_integer("seed", 0, "Seed of the network initialisation, the noise and --image=ellipses.",
+    flags.DEFINE_integer("seed", 0, "Seed of the network initialisation, the noise and --images=ellipses.",
                          lower_bound=0, **d)
     flags.DEFINE_integer("chunk", 50, "Iterations between progress lines / saves of the training state.",
                          lower_bound=1, **d)
+    common.require_positive(fv, "lr")
     return fv
 
 
@@ -113,7 +119,6 @@ def _check_flags(fv):
 
 
 def _detail(fv, center, axes):
-    from mrijax.data import phantoms
     if fv.detail_file:
         if not os.path.isfile(fv.detail_file):
             raise FileNotFoundError(f"--detail_file {fv.detail_file} does not exist")
@@ -132,14 +137,11 @@ def _detail(fv, center, axes):
 
 
 def _save_fit(path, fit, history):
-    import jax
     leaves = jax.tree_util.tree_leaves(fit)
     common.save_npz(path, history=history, **{f"leaf_{i:04d}": np.asarray(a) for i, a in enumerate(leaves)})
 
 
 def _load_fit(path, template):
-    import jax
-    import jax.numpy as jnp
     arrays = common.load_npz(path)
     leaves, treedef = jax.tree_util.tree_flatten(template)
     saved = [arrays[f"leaf_{i:04d}"] for i in range(len(leaves)) if f"leaf_{i:04d}" in arrays]
@@ -149,18 +151,21 @@ def _load_fit(path, template):
     return fit, arrays["history"]
 
 
+def _saved_iteration(path) -> str:
+    """Ctrl-C's line: how far the saved training state goes (one loss row per iteration)."""
+    with np.load(path, allow_pickle=False) as z:
+        return f"at iteration {z['history'].shape[0]} of the training"
+
+
 def _train(fv, model, mask, targets, y_example):
     """Train one network per group of targets, saving as it goes; returns (params, fit, history)."""
-    import jax
-    from mrijax import hallucination as hal
-    from mrijax import train
-
-    optimizer = train.make_optimizer("adam", fv.lr, decay_steps=fv.max_steps if fv.lr_decay else None,
+    optimizer = train.make_optimizer("adam", fv.lr, decay_steps=fv.steps if fv.lr_decay else None,
                                      final_lr_fraction=0.01)
     params = jax.jit(model.init)(jax.random.PRNGKey(fv.seed), y_example)
-    fit = hal.init_pair_fit(params, optimizer, targets.shape[0], seed=fv.seed)
+    fit = pair_training.init_pair_fit(params, optimizer, targets.shape[0], seed=fv.seed)
     history = np.zeros((0, targets.shape[0]), np.float32)
     state_path = os.path.join(fv.out_dir, "fit_state.npz")
+    common.note_progress(state_path, _saved_iteration)
     if fv.resume and os.path.exists(state_path):
         fit, history = _load_fit(state_path, fit)
         print(f"resuming training at iteration {int(fit.iteration)}", flush=True)
@@ -172,11 +177,11 @@ def _train(fv, model, mask, targets, y_example):
         h = np.concatenate(hist)
         _save_fit(state_path, f, h)
         done = np.asarray(f.done)
-        print(f"[iteration {int(f.iteration)}/{fv.max_steps}] loss " + " ".join(f"{l:.3g}" for l in losses[-1])
+        print(f"[iteration {int(f.iteration)}/{fv.steps}] loss " + " ".join(f"{l:.3g}" for l in losses[-1])
               + f"  reached min_loss {int(done.sum())}/{done.size}  {time.time() - t0:.1f}s", flush=True)
 
     min_loss = fv.min_loss if fv.min_loss > 0 else None
-    fit = hal.fit_pairs(model, mask, targets, optimizer, fit, steps=fv.max_steps, min_loss=min_loss,
+    fit = pair_training.fit_pairs(model, mask, targets, optimizer, fit, steps=fv.steps, min_loss=min_loss,
                         chunk=fv.chunk, callback=report)
     history = np.concatenate(hist)
     _save_fit(state_path, fit, history)
@@ -185,23 +190,18 @@ def _train(fv, model, mask, targets, y_example):
 
 def _evaluate(fv, model, mask, x1, details, targets, fit):
     """All reconstructions and numbers, from library calls; returns a dict of NumPy arrays."""
-    import jax
-    import jax.numpy as jnp
-    from mrijax import fourier, metrics
-    from mrijax import hallucination as hal
-
     params = fit.state.params
     y1 = fourier.forward(x1, mask)
     y_det = fourier.forward(x1[None] + details, mask)                       # (G, H, W)
     y1_norm = float(jnp.linalg.norm(y1))
     e = hal.measurement_noise(jax.random.fold_in(jax.random.key(fv.seed), 1), mask, fv.noise * y1_norm)
     ks = jnp.stack([jnp.broadcast_to(y1, y_det.shape), y_det, jnp.broadcast_to(y1 + e, y_det.shape)], axis=1)
-    rec = np.asarray(hal.stacked_reconstructions(model, params, mask, ks))  # (G, 3, H, W)
+    rec = np.asarray(pair_training.stacked_reconstructions(model, params, mask, ks))  # (G, 3, H, W)
     rec_x1, rec_det, rec_noisy = rec[:, 0], rec[:, 1], rec[:, 2]
     a_det = np.asarray(jnp.linalg.norm(fourier.forward(details, mask), axis=(-2, -1)))
     split = hal.error_split(rec_x1, x1[None], mask, real=True)
     # The final training loss of each network, on its own pairs (recomputed here).
-    train_rec = np.asarray(hal.stacked_reconstructions(model, params, mask, fourier.forward(targets, mask)))
+    train_rec = np.asarray(pair_training.stacked_reconstructions(model, params, mask, fourier.forward(targets, mask)))
     out = dict(
         x1=x1, details=details, targets=targets, mask=mask, noise=np.asarray(e),
         recon_x1=rec_x1, recon_detail=rec_det, recon_noisy=rec_noisy,
@@ -214,7 +214,7 @@ def _evaluate(fv, model, mask, x1, details, targets, fit):
         psnr_x1=np.asarray(metrics.psnr(rec_x1, np.broadcast_to(x1, rec_x1.shape))),
         psnr_x1_vs_detail_image=np.asarray(metrics.psnr(rec_x1, x1[None] + details)),
         psnr_noisy=np.asarray(metrics.psnr(rec_noisy, np.broadcast_to(x1, rec_noisy.shape))),
-        final_loss=np.asarray(jax.vmap(hal.squared_error_loss)(train_rec, targets)),
+        final_loss=np.asarray(jax.vmap(pair_training.squared_error_loss)(train_rec, targets)),
         error_kernel=np.asarray(split["kernel"]), error_range=np.asarray(split["range"]),
         error_norm=np.asarray(split["error_norm"]), error_kernel_norm=np.asarray(split["kernel_norm"]),
         error_range_norm=np.asarray(split["range_norm"]),
@@ -328,21 +328,16 @@ def _network_entries(a, vis):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    import jax.numpy as jnp
-    from mrijax import fourier
-    from mrijax import hallucination as hal
-    from mrijax.data.images import load_images
-    from mrijax.models import Automap
 
     # Everything that can be wrong with the flags fails here, before any long computation.
     center, axes, vis = _check_flags(fv)
     size = fv.size
     mask = common.mask_from_flags(fv)
-    x1 = np.asarray(load_images(fv.image, size, count=1, seed=fv.seed))[0]
+    x1 = common.load_checked_images(fv.images, size, count=1, seed=fv.seed)[0]
     notes = []
     if np.iscomplexobj(x1):
         x1 = np.abs(x1)
-        notes.append("--image is complex: its magnitude is x1 (AUTOMAP reconstructs real images)")
+        notes.append("--images is complex: its magnitude is x1 (AUTOMAP reconstructs real images)")
         print(f"note: {notes[-1]}", flush=True)
     x1 = x1.astype(np.float32)
     base = _detail(fv, center, axes)
@@ -366,7 +361,9 @@ def run(fv) -> dict:
               f"||A x_det|| / ||x_det|| = {a_norm[i] / d_norm[i]:.4g}", flush=True)
 
     common.prepare_out_dir(fv, _NOT_NUMERIC)
-    model = Automap(n=size, m=int(mask.sum()), hidden=fv.hidden, conv_features=fv.conv_features)
+    model = models.build({"class": "automap",
+                          "kwargs": dict(n=size, m=int(mask.sum()), hidden=fv.hidden,
+                                         conv_features=fv.conv_features)})
     y_example = fourier.gather(fourier.fft2c(targets[0, :1]), mask)
     t0 = time.time()
     fit, history = _train(fv, model, mask, targets, y_example)

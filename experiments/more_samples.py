@@ -1,4 +1,6 @@
-"""Stability with respect to more samples (Antun et al., PNAS 2020, Fig. 4 last row).
+"""Reconstruct at several sampling rates (nested masks); plot PSNR against the rate beside CS and zero filling.
+
+Antun et al., PNAS 2020, Fig. 4 last row.
 
 A network trained at one sampling rate is fed measurements at other rates, from *nested*
 masks (every line sampled at a lower rate is also sampled at every higher rate,
@@ -37,24 +39,26 @@ import os
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 from experiments import common
+from mrijax import fourier, masks, metrics
 
-MODEL_HELP = ("A checkpoint folder (experiments.train_cascade), 'deepmri_npz' (the published D5-C5, "
+MODEL_HELP = ("A checkpoint folder (experiments.train), 'deepmri_npz' (the published D5-C5, "
               "with --weights) or 'cs' (compressed sensing only). The model must accept any mask "
               "(a cascade; AUTOMAP is tied to one mask).")
 DEFAULT_RATES = ["0.1", "0.15", "0.2", "0.25", "0.3", "0.35", "0.4", "0.45", "0.5"]
 
 
 def define_flags() -> flags.FlagValues:
-    from mrijax import masks
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    common.define_out_flags(fv)
     common.define_model_flags(fv, model_help=MODEL_HELP, cs_iters_lower_bound=1)
     common.define_image_flags(fv, images="mni:axial", num_images=4, size=128)
+    common.define_out_flags(fv)
     # The nested masks: one per --rates entry instead of one --acceleration.
     common.define_mask_flags(fv, kinds=masks.NESTED_KINDS, acceleration_flag=False)
     flags.DEFINE_list("rates", DEFAULT_RATES, "Sampling rates in (0, 1] (line kinds realise "
@@ -63,7 +67,7 @@ def define_flags() -> flags.FlagValues:
                        "0.33 for the shipped checkpoint and D5-C5).", **d)
     flags.DEFINE_integer("seed", 0, "Seed of --images=ellipses.", lower_bound=0, **d)
     flags.DEFINE_bool("compare_cs", True, "Add compressed sensing.", **d)
-    flags.DEFINE_integer("image_batch", 8, "Images per compiled call (each with all the rates).",
+    flags.DEFINE_integer("batch", 8, "Images per compiled call (each with all the rates).",
                          lower_bound=1, **d)
     flags.DEFINE_list("show_rates", [], "Rates of the example reconstructions (the nearest of --rates is "
                       "shown; default: lowest, nearest the training rate, highest).", **d)
@@ -106,16 +110,14 @@ def _evaluate(recon, images, masks_r, batch, label, save_path):
     call has one shape and compiles once.  Returns a dict with ``abs`` (R, N, H, W), ``psnr``
     and ``ssim`` (R, N).
     """
-    import jax
-    import jax.numpy as jnp
-    from mrijax import fourier, metrics
-
     f = jax.jit(recon)
     n = images.shape[0]
     parts = []
     n_batches = -(-n // batch)
     for j in range(n_batches):
         path = save_path(j)
+        if path is not None:
+            common.note_progress(path, f"after {label} batch {j + 1}/{n_batches} (saved)")
         if path is not None and os.path.exists(path):
             print(f"[{label} batch {j + 1}/{n_batches}] already finished, loading it", flush=True)
             parts.append(common.load_npz(path))
@@ -210,9 +212,6 @@ def _figure(fv, arrays, methods, realised, train_index, show):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    import jax.numpy as jnp
-    from mrijax import fourier, masks, metrics
-    from mrijax.data.images import load_images
 
     # Everything that can be wrong with the flags fails here, before any long computation.
     size = fv.size
@@ -226,12 +225,12 @@ def run(fv) -> dict:
     realised = np.asarray(masks.sampling_rate(mask_stack))
     train_index = _nearest(realised, fv.train_rate)
     show = _show_indices(fv, realised)
-    images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
+    images = common.load_checked_images(fv.images, size, count=fv.num_images, seed=fv.seed)
     if fv.example_image >= images.shape[0]:
         raise ValueError(f"--example_image={fv.example_image} but --images gave {images.shape[0]} image(s)")
     masks_r = mask_stack[:, None]                                                 # (R, 1, H, W)
     recon, model_info = (None, {"model": "cs"}) if fv.model == "cs" else common.load_reconstruction(
-        fv.model, masks_r, weights=fv.weights, flip_filters=fv.flip_filters)
+        fv.model, masks_r, weights=fv.weights, flip_filters=fv.flip_filters, mask_kind=fv.mask)
     cs_recon = None
     if fv.compare_cs or fv.model == "cs":
         cs_recon, _ = common.load_reconstruction(
@@ -240,7 +239,7 @@ def run(fv) -> dict:
     common.prepare_out_dir(fv, _NOT_NUMERIC)
 
     t0 = time.time()
-    batch = min(fv.image_batch, images.shape[0])
+    batch = min(fv.batch, images.shape[0])
     saver = lambda prefix: (lambda j: os.path.join(fv.out_dir, f"{prefix}_batch{j}.npz"))
     arrays = {"x": images, "masks": mask_stack, "rates": rates, "realised_rates": realised}
     methods = []
@@ -267,7 +266,7 @@ def run(fv) -> dict:
                "train_rate": fv.train_rate, "train_rate_index": train_index,
                "nearest_realised_train_rate": realised[train_index], "methods": per_method,
                "seconds": time.time() - t0,
-               "definitions": {"psnr": "10 log10(max|x|^2 / mean(|rec| - |x|)^2) per image (mrijax.metrics.psnr)",
+               "definitions": {"psnr": common.PSNR_DEFINITION + ", ref = x, per image (mrijax.metrics.psnr)",
                                "ssim": "mrijax.metrics.ssim on magnitudes",
                                "realised_rates": "fraction of sampled k-space of each nested mask",
                                "rows": "psnr/ssim tables are (rates, images)"}}

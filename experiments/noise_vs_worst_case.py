@@ -1,4 +1,6 @@
-"""Rare events? The worst case against random perturbations of the same norm (Antun et al. 2020).
+"""Compare each image's worst-case perturbation with many random ones of the same norm (Antun et al. 2020).
+
+Are the artefacts of the worst case rare events?
 
 The paper's conclusion (5) asks whether the artefacts that worst-case perturbations cause
 are rare events.  This job measures it for one reconstruction map: for each of ``N``
@@ -9,9 +11,11 @@ same map (:func:`mrijax.attacks.noise_baseline`, batched, ``--draw_chunk`` draws
 compiled call), and asks how many random draws come anywhere near the worst case.
 
 For each image and each threshold ``t`` in ``--thresholds`` it reports the fraction of
-draws whose PSNR drop reaches ``t`` times the worst case's (and the same for the output
-change ``||f(A x + A r) - f(A x)||``), the largest and the mean over the draws, and the
-fraction of draws that beat the worst case outright (a sign that the search was too short).
+draws that do at least ``t`` times the worst case's harm -- a PSNR change (perturbed -
+clean, negative = worse) at most ``t`` times the worst case's, and the same for the output
+change ``||f(A x + A r) - f(A x)||`` (at least ``t`` times) --, the strongest draw and the
+mean over the draws, and the fraction of draws that beat the worst case outright (a sign
+that the search was too short).
 
 Note on the comparison: both perturbations live in the image domain with the same
 ``||r||``; the search puts its energy where ``A`` sees it, while a random image keeps only
@@ -20,14 +24,14 @@ compares perturbations of the measurements of one norm instead.
 
 Writes into ``--out_dir``:
 
-* ``noise_vs_worst_case.png``: histograms of the PSNR drops (random draws per image,
+* ``noise_vs_worst_case.png``: histograms of the PSNR changes (random draws per image,
   the worst case of each image as a vertical line) and of the random draws' output change
   as a fraction of the worst case's; an example row (image ``--example_image``): the
   clean reconstruction, the worst case and one random draw of the same norm, with the
   changes they cause on one colour scale.
 * ``results.json``: per image and pooled: the numbers above, the model and all flags.
 * ``arrays.npz``: images, mask, worst-case perturbations and reconstructions, and every
-  random draw's PSNR drop, output change and ``||A r||``.
+  random draw's PSNR change, output change and ``||A r||``.
 
 The finished search is saved as ``worst_case.npz`` and each chunk of draws as
 ``noise_chunk{c}.npz``; ``--resume`` continues an interrupted run from there.
@@ -43,28 +47,31 @@ import os
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 from experiments import common
+from mrijax import attacks, fourier
 
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    common.define_out_flags(fv)
     common.define_model_flags(fv, cs_iters_lower_bound=1)
     common.define_image_flags(fv, images="mni:axial", num_images=4, size=64)
+    common.define_out_flags(fv)
     # sample_n=4 at size 64 is the fraction the shipped checkpoint was trained with.
     common.define_mask_flags(fv, sample_n=4)
     common.define_search_flags(fv, steps=100)
     flags.DEFINE_enum("domain", "image", ["image", "measurement"],
                       "Where r lives (both the search and the random draws).", **d)
     flags.DEFINE_bool("real", False, "Real-valued perturbations only (image domain; both).", **d)
-    flags.DEFINE_integer("draws", 256, "Random perturbations per image (K).", lower_bound=1, **d)
+    flags.DEFINE_integer("noise_draws", 256, "Random perturbations per image (K).", lower_bound=1, **d)
     flags.DEFINE_integer("draw_chunk", 64, "Random draws per image per compiled call (memory).",
                          lower_bound=1, **d)
     flags.DEFINE_list("thresholds", ["0.5", "0.9"], "Report the fraction of draws reaching these "
-                      "fractions of the worst case's PSNR drop / output change.", **d)
+                      "fractions of the worst case's PSNR change / output change.", **d)
     flags.DEFINE_integer("seed", 0, "Seed of the search's starts, the random draws and --images=ellipses.",
                          lower_bound=0, **d)
     flags.DEFINE_integer("chunk", 25, "Search iterations per compiled call between progress lines.",
@@ -93,7 +100,8 @@ def _thresholds(fv):
 def near_fraction(noise, worst, threshold):
     """Fraction of random draws that reach ``threshold`` times the worst case, per image.
 
-    ``noise``: ``(N, K)`` values of the draws (a PSNR drop or an output change);
+    Values measure harm, larger = worse: the PSNR loss ``-psnr_change`` or the output change.
+    ``noise``: ``(N, K)`` values of the draws;
     ``worst``: ``(N,)`` the worst case's value.  A draw counts when
     ``noise >= threshold * worst``.  Where the worst case did no harm (``worst <= 0``)
     the question has no meaning and the fraction is NaN.
@@ -104,17 +112,7 @@ def near_fraction(noise, worst, threshold):
 
 
 def _search(fv, recon, images, mask):
-    import jax
-    from mrijax import attacks
-
-    t0 = time.time()
-
-    def report(state):
-        t = int(state.t)
-        row = min(t, fv.steps) - 1
-        dn = np.asarray(state.history["diff_norm"][row])
-        print(f"[worst case] iter {t}/{fv.steps}  ||f(y+Ar)-f(y)|| max {np.nanmax(dn):.4g}  "
-              f"{time.time() - t0:.1f}s", flush=True)
+    report = common.search_progress("worst case", fv.steps)
     res = attacks.worst_case(recon, images, mask, key=jax.random.fold_in(jax.random.key(fv.seed), _SEARCH_STREAM),
                              steps=fv.steps, radius=fv.radius, radius_relative_to=fv.radius_relative_to,
                              lr=fv.lr, momentum=fv.momentum, tau=fv.tau, domain=fv.domain, real=fv.real,
@@ -128,9 +126,10 @@ def _search(fv, recon, images, mask):
     out = {"r": np.asarray(res.r), "clean": ev["clean"][0], "radius": np.asarray(res.radius),
            "diverged": np.asarray(res.diverged), "history_diff_norm": np.asarray(res.history["diff_norm"]).T,
            "example_r": r_example, "example_perturbed": ev["perturbed"][1],
-           "example_psnr_drop": ev["psnr_drop"][1], "example_diff_norm": ev["diff_norm"][1]}
+           "example_psnr_change": common.psnr_change(ev)[1], "example_diff_norm": ev["diff_norm"][1],
+           "psnr_change": common.psnr_change(ev)[0]}
     out.update({k: ev[k][0] for k in ("perturbed", "r_norm", "Ar_norm", "diff_norm", "psnr_clean",
-                                      "psnr_perturbed", "psnr_drop")})
+                                      "psnr_perturbed")})
     return out
 
 
@@ -141,27 +140,27 @@ def _noise(fv, recon, images, mask, norms):
     all chunks have one shape; with the images, mask and norms fixed, the baseline is
     compiled once as a function of the key alone.
     """
-    import jax
-    from mrijax import attacks
-
-    n_chunks = -(-fv.draws // fv.draw_chunk)
+    n_chunks = -(-fv.noise_draws // fv.draw_chunk)
     baseline = jax.jit(lambda key: attacks.noise_baseline(recon, images, mask, norms[:, None], fv.draw_chunk, key,
                                                           domain=fv.domain, real=fv.real))
     parts = []
     for c in range(n_chunks):
         path = os.path.join(fv.out_dir, f"noise_chunk{c}.npz")
+        common.note_progress(path, f"after noise chunk {c + 1}/{n_chunks} (saved)")
         if fv.resume and os.path.exists(path):
             print(f"[noise chunk {c + 1}/{n_chunks}] already finished, loading it", flush=True)
             parts.append(common.load_npz(path))
             continue
         t0 = time.time()
         nb = baseline(jax.random.fold_in(jax.random.key(fv.seed), _NOISE_STREAM + c))
-        part = {name: np.asarray(nb[name])[:, 0] for name in ("psnr_drop", "diff_norm", "r_norm", "Ar_norm")}
+        part = {name: np.asarray(nb[name])[:, 0] for name in ("diff_norm", "r_norm", "Ar_norm")}
+        part["psnr_change"] = common.psnr_change(nb)[:, 0]
         common.save_npz(path, **part)
         parts.append(part)
-        print(f"[noise chunk {c + 1}/{n_chunks}] {fv.draw_chunk} draws x {images.shape[0]} image(s), PSNR drop "
-              f"max {part['psnr_drop'].max():.3f} dB  {time.time() - t0:.1f}s", flush=True)
-    return {name: np.concatenate([p[name] for p in parts], axis=1)[:, :fv.draws] for name in parts[0]}
+        print(f"[noise chunk {c + 1}/{n_chunks}] {fv.draw_chunk} draws x {images.shape[0]} image(s), PSNR change "
+              f"of the strongest draw {part['psnr_change'].min():+.3f} dB  {time.time() - t0:.1f}s", flush=True)
+    # Chunks of draws (not of images): joined along the draw axis.
+    return {name: np.concatenate([p[name] for p in parts], axis=1)[:, :fv.noise_draws] for name in parts[0]}
 
 
 def _example_draws(fv, images, mask, norms):
@@ -169,10 +168,6 @@ def _example_draws(fv, images, mask, norms):
 
     Only for the figure's example row (it is not one of the counted draws).
     """
-    import jax
-    import jax.numpy as jnp
-    from mrijax import fourier
-
     k1, k2 = jax.random.split(jax.random.fold_in(jax.random.key(fv.seed), _EXAMPLE_STREAM))
     g = jax.random.normal(k1, images.shape).astype(jnp.complex64)
     if not fv.real:
@@ -184,40 +179,43 @@ def _example_draws(fv, images, mask, norms):
 
 
 def _summary(wc, nz, thresholds):
-    n = wc["psnr_drop"].shape[0]
+    """Per image and pooled numbers.  PSNR changes are perturbed - clean (negative = worse): the
+    strongest draw is the one with the *lowest* change; fractions compare harm, -psnr_change."""
+    n = wc["psnr_change"].shape[0]
+    wch, nch = wc["psnr_change"], nz["psnr_change"]
     per_image = []
     for i in range(n):
         e = {"index": i, "r_norm": wc["r_norm"][i], "radius": wc["radius"][i], "Ar_norm": wc["Ar_norm"][i],
-             "psnr_clean": wc["psnr_clean"][i], "worst_psnr_drop": wc["psnr_drop"][i],
+             "psnr_clean": wc["psnr_clean"][i], "worst_psnr_change": wch[i],
              "worst_diff_norm": wc["diff_norm"][i], "worst_gain": wc["diff_norm"][i] / wc["Ar_norm"][i],
              "diverged": wc["diverged"][i],
              "noise_r_norm_mean": nz["r_norm"][i].mean(), "noise_Ar_norm_mean": nz["Ar_norm"][i].mean(),
-             "noise_psnr_drop_mean": nz["psnr_drop"][i].mean(), "noise_psnr_drop_max": nz["psnr_drop"][i].max(),
-             "noise_psnr_drop_std": nz["psnr_drop"][i].std(),
+             "noise_psnr_change_mean": nch[i].mean(), "noise_psnr_change_min": nch[i].min(),
+             "noise_psnr_change_std": nch[i].std(),
              "noise_diff_norm_mean": nz["diff_norm"][i].mean(), "noise_diff_norm_max": nz["diff_norm"][i].max(),
-             "max_noise_over_worst_psnr_drop": nz["psnr_drop"][i].max() / wc["psnr_drop"][i],
+             "strongest_noise_over_worst_psnr_change": nch[i].min() / wch[i],
              "max_noise_over_worst_diff_norm": nz["diff_norm"][i].max() / wc["diff_norm"][i],
-             "fraction_beating_worst_psnr_drop": float(np.mean(nz["psnr_drop"][i] > wc["psnr_drop"][i])),
+             "fraction_beating_worst_psnr_change": float(np.mean(nch[i] < wch[i])),
              "fraction_beating_worst_diff_norm": float(np.mean(nz["diff_norm"][i] > wc["diff_norm"][i]))}
         per_image.append(e)
     near = {}
     for t in thresholds:
-        fp = near_fraction(nz["psnr_drop"], wc["psnr_drop"], t)
+        fp = near_fraction(-nch, -wch, t)
         fd = near_fraction(nz["diff_norm"], wc["diff_norm"], t)
         for i in range(n):
-            per_image[i][f"fraction_within_{t:g}_psnr_drop"] = fp[i]
+            per_image[i][f"fraction_within_{t:g}_psnr_change"] = fp[i]
             per_image[i][f"fraction_within_{t:g}_diff_norm"] = fd[i]
-        near[f"{t:g}"] = {"psnr_drop": float(np.nanmean(fp)) if np.any(np.isfinite(fp)) else float("nan"),
+        near[f"{t:g}"] = {"psnr_change": float(np.nanmean(fp)) if np.any(np.isfinite(fp)) else float("nan"),
                           "diff_norm": float(np.nanmean(fd)) if np.any(np.isfinite(fd)) else float("nan")}
-    pooled = {"draws_per_image": int(nz["psnr_drop"].shape[1]),
-              "mean_worst_psnr_drop": float(wc["psnr_drop"].mean()),
-              "mean_noise_psnr_drop": float(nz["psnr_drop"].mean()),
-              "max_noise_psnr_drop": float(nz["psnr_drop"].max()),
+    pooled = {"draws_per_image": int(nch.shape[1]),
+              "mean_worst_psnr_change": float(wch.mean()),
+              "mean_noise_psnr_change": float(nch.mean()),
+              "min_noise_psnr_change": float(nch.min()),
               "mean_worst_diff_norm": float(wc["diff_norm"].mean()),
               "mean_noise_diff_norm": float(nz["diff_norm"].mean()),
-              "max_noise_over_worst_psnr_drop": float(np.max(nz["psnr_drop"].max(1) / wc["psnr_drop"])),
+              "strongest_noise_over_worst_psnr_change": float(np.max(nch.min(1) / wch)),
               "max_noise_over_worst_diff_norm": float(np.max(nz["diff_norm"].max(1) / wc["diff_norm"])),
-              "fraction_beating_worst_psnr_drop": float(np.mean(nz["psnr_drop"] > wc["psnr_drop"][:, None])),
+              "fraction_beating_worst_psnr_change": float(np.mean(nch < wch[:, None])),
               "fraction_beating_worst_diff_norm": float(np.mean(nz["diff_norm"] > wc["diff_norm"][:, None])),
               "mean_fraction_within": near}
     return per_image, pooled
@@ -231,17 +229,17 @@ def _figure(fv, arrays, thresholds):
     top = outer[0].subgridspec(1, 2, wspace=0.2)
     ax_h, ax_d = fig.add_subplot(top[0, 0]), fig.add_subplot(top[0, 1])
 
-    drops, worst = arrays["noise_psnr_drop"], arrays["worst_psnr_drop"]
-    lo = min(float(drops.min()), 0.0)
-    hi = max(float(drops.max()), float(worst.max()))
-    bins = np.linspace(lo, hi + 1e-6 + 0.02 * (hi - lo), 80)
+    changes, worst = arrays["noise_psnr_change"], arrays["worst_psnr_change"]
+    lo = min(float(changes.min()), float(worst.min()))
+    hi = max(float(changes.max()), 0.0)
+    bins = np.linspace(lo - 1e-6 - 0.02 * (hi - lo), hi, 80)
     for i in range(n):
         color = f"C{i % 10}"
-        ax_h.hist(drops[i], bins=bins, color=color, alpha=0.5, label=f"image {i}: {drops.shape[1]} random")
+        ax_h.hist(changes[i], bins=bins, color=color, alpha=0.5, label=f"image {i}: {changes.shape[1]} random")
         ax_h.axvline(worst[i], color=color, ls="--", lw=1.5)
-    ax_h.set_xlabel("PSNR drop (dB)   (dashed: each image's worst case)")
+    ax_h.set_xlabel("PSNR change (dB), perturbed - clean: < 0 worse   (dashed: each image's worst case)")
     ax_h.set_ylabel("random draws")
-    ax_h.set_title(f"PSNR drop: random r vs worst case, ||r|| equal ({arrays['r_rel'].mean():.3g} ||x||)",
+    ax_h.set_title(f"PSNR change: random r vs worst case, ||r|| equal ({arrays['r_rel'].mean():.3g} ||x||)",
                    fontsize=9)
     ax_h.legend(fontsize=7)
 
@@ -264,10 +262,10 @@ def _figure(fv, arrays, thresholds):
     dmax = float(max(d_wc.max(), d_nz.max())) or 1.0
     panels = [(x, f"image {i}", vmax), (np.abs(clean), f"f(A x)  PSNR {arrays['psnr_clean'][i]:.2f} dB", vmax),
               (np.abs(arrays["worst_perturbed"][i]),
-               f"worst case f(A(x + r))\nPSNR drop {worst[i]:.2f} dB", vmax),
+               f"worst case f(A(x + r))\nPSNR change {worst[i]:+.2f} dB", vmax),
               (d_wc, f"|change|, worst case\n||.|| = {arrays['worst_diff_norm'][i]:.3g}", dmax),
               (np.abs(arrays["example_random_perturbed"][i]),
-               f"random r, same norm\nPSNR drop {arrays['example_random_psnr_drop'][i]:.2f} dB", vmax),
+               f"random r, same norm\nPSNR change {arrays['example_random_psnr_change'][i]:+.2f} dB", vmax),
               (d_nz, f"|change|, random r\n||.|| = {arrays['example_random_diff_norm'][i]:.3g}", dmax)]
     bottom = outer[1].subgridspec(1, len(panels), wspace=0.05)
     for c, (img, title, top_value) in enumerate(panels):
@@ -282,8 +280,6 @@ def _figure(fv, arrays, thresholds):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    from mrijax.data.images import load_images
-
     # Everything that can be wrong with the flags fails here, before any long computation.
     size = fv.size
     thresholds = _thresholds(fv)
@@ -292,17 +288,18 @@ def run(fv) -> dict:
     if fv.real and fv.domain == "measurement":
         raise ValueError("--real is for image-domain perturbations; drop it or use --domain=image")
     mask = common.mask_from_flags(fv)
-    images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
+    images = common.load_checked_images(fv.images, size, count=fv.num_images, seed=fv.seed)
     if fv.example_image >= images.shape[0]:
         raise ValueError(f"--example_image={fv.example_image} but --images gave {images.shape[0]} image(s)")
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
                                                    flip_filters=fv.flip_filters, cs_iters=fv.cs_iters,
-                                                   cs_options=common.cs_options(fv))
+                                                   cs_options=common.cs_options(fv), mask_kind=fv.mask)
 
     common.prepare_out_dir(fv, _NOT_NUMERIC)
 
     t0 = time.time()
     wc_path = os.path.join(fv.out_dir, "worst_case.npz")
+    common.note_progress(wc_path, "after the worst-case search (saved)")
     if fv.resume and os.path.exists(wc_path):
         print("[worst case] already finished, loading it", flush=True)
         wc = common.load_npz(wc_path)
@@ -314,33 +311,37 @@ def run(fv) -> dict:
     per_image, pooled = _summary(wc, nz, thresholds)
     x_norm = np.linalg.norm(images.reshape(images.shape[0], -1), axis=1)
     arrays = {"x": images, "mask": mask, "worst_r": wc["r"], "clean": wc["clean"],
-              "worst_perturbed": wc["perturbed"], "worst_psnr_drop": wc["psnr_drop"],
+              "worst_perturbed": wc["perturbed"], "worst_psnr_change": wc["psnr_change"],
               "worst_diff_norm": wc["diff_norm"], "worst_r_norm": wc["r_norm"], "worst_Ar_norm": wc["Ar_norm"],
               "psnr_clean": wc["psnr_clean"], "r_rel": wc["r_norm"] / x_norm,
               "history_diff_norm": wc["history_diff_norm"],
               **{f"noise_{k}": v for k, v in nz.items()}}
-    arrays.update({f"example_random_{k}": wc[f"example_{k}"] for k in ("r", "perturbed", "psnr_drop", "diff_norm")})
+    arrays.update({f"example_random_{k}": wc[f"example_{k}"] for k in ("r", "perturbed", "psnr_change", "diff_norm")})
 
     results = {"model": model_info, "flags": common.flag_dict(fv), "sampling_rate": float(mask.mean()),
                "thresholds": thresholds, "images": per_image, "summary": pooled, "seconds": time.time() - t0,
                "definitions": {
-                   "psnr_drop": common.PSNR_DROP_DEFINITION,
+                   "psnr_change": common.PSNR_CHANGE_DEFINITION,
                    "diff_norm": "||f(A x + A r) - f(A x)||",
-                   "fraction_within_t": "fraction of the random draws whose value >= t * the worst case's "
-                                        "(null where the worst case's value <= 0)",
+                   "fraction_within_t": "fraction of the random draws that do at least t times the worst "
+                                        "case's harm: psnr_change <= t * the worst case's psnr_change, "
+                                        "diff_norm >= t * its diff_norm (null where the worst case did no "
+                                        "harm: psnr_change >= 0)",
+                   "strongest": "the draw with the lowest psnr_change (most negative: the worst), or the "
+                                "largest diff_norm",
                    "random draws": "Gaussian (complex unless --real) perturbations scaled to the worst case's "
                                    "||r|| (mrijax.attacks.noise_baseline)"}}
     common.save_npz(os.path.join(fv.out_dir, "arrays.npz"), **arrays)
     common.save_json(os.path.join(fv.out_dir, "results.json"), results)
     _figure(fv, arrays, thresholds)
     s = pooled
-    near = ", ".join(f"{100 * v['psnr_drop']:.1f}% / {100 * v['diff_norm']:.1f}% within {t}"
+    near = ", ".join(f"{100 * v['psnr_change']:.1f}% / {100 * v['diff_norm']:.1f}% within {t}"
                      for t, v in s["mean_fraction_within"].items())
-    print(f"done: {images.shape[0]} image(s) x {s['draws_per_image']} random draws.  Worst-case PSNR drop "
-          f"{s['mean_worst_psnr_drop']:.3f} dB (mean); random: mean {s['mean_noise_psnr_drop']:.3f}, max "
-          f"{s['max_noise_psnr_drop']:.3f} dB.  Output change: worst {s['mean_worst_diff_norm']:.4g}, random "
-          f"mean {s['mean_noise_diff_norm']:.4g}.  Draws near the worst case (PSNR drop / output change): "
-          f"{near}.  Files in {fv.out_dir}", flush=True)
+    print(f"done: {images.shape[0]} image(s) x {s['draws_per_image']} random draws.  Worst-case PSNR change "
+          f"{s['mean_worst_psnr_change']:+.3f} dB (mean; negative = worse); random: mean "
+          f"{s['mean_noise_psnr_change']:+.3f}, strongest {s['min_noise_psnr_change']:+.3f} dB.  Output change: "
+          f"worst {s['mean_worst_diff_norm']:.4g}, random mean {s['mean_noise_diff_norm']:.4g}.  Draws near the "
+          f"worst case (PSNR change / output change): {near}.  Files in {fv.out_dir}", flush=True)
     return results
 
 

@@ -33,11 +33,13 @@ import math
 import os
 import sys
 
-from absl import flags
+import jax
 import numpy as np
+from absl import flags
 
 from experiments import common
-from mrijax import masks
+from mrijax import checkpoint, fourier, masks, metrics
+from mrijax.data import phantoms
 
 _IMAGE_MIN_SIZE = 7  # SSIM's 7x7 window
 
@@ -47,6 +49,8 @@ def define_flags() -> flags.FlagValues:
     leaks between two calls of :func:`main` in one process)."""
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
+    flags.DEFINE_string("out_dir", None, "Folder for sampling.png, results.json and arrays.npz.", **d)
+    flags.mark_flag_as_required("out_dir", flag_values=fv)
     flags.DEFINE_integer("size", 128, "Image side in pixels.", lower_bound=_IMAGE_MIN_SIZE, **d)
     flags.DEFINE_enum("mask", "gaussian_lines", list(masks.KINDS), "Mask kind (mrijax.masks.KINDS).", **d)
     flags.DEFINE_float("acceleration", 3.0, "Acceleration factor R >= 1 (sampling rate about 1/R).",
@@ -54,8 +58,6 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("seed", 0, "Seed of the mask and of the noise.", lower_bound=0, **d)
     flags.DEFINE_float("noise", 0.0, "Std of complex white Gaussian noise on each k-space sample.",
                        lower_bound=0.0, **d)
-    flags.DEFINE_string("out_dir", None, "Folder for sampling.png, results.json and arrays.npz.", **d)
-    flags.mark_flag_as_required("out_dir", flag_values=fv)
     return fv
 
 
@@ -64,10 +66,6 @@ def simulate(size: int, mask: np.ndarray, noise: float, seed: int) -> dict:
 
     Returns a dict of NumPy arrays: ``target``, ``mask``, ``kspace``, ``zero_filled``.
     """
-    import jax
-    from mrijax import fourier
-    from mrijax.data import phantoms
-
     target = phantoms.shepp_logan(size)
     kspace = fourier.forward(target, mask)
     if noise > 0:
@@ -81,8 +79,6 @@ def simulate(size: int, mask: np.ndarray, noise: float, seed: int) -> dict:
 
 def scores(zero_filled, target) -> dict:
     """Sampling-independent scores of the zero-filled image against the target, as floats."""
-    from mrijax import metrics
-
     return dict(psnr_db=float(metrics.psnr(zero_filled, target)),
                 ssim=float(metrics.ssim(zero_filled, target)),
                 nmse=float(metrics.nmse(zero_filled, target)))
@@ -144,31 +140,29 @@ def run(size: int = 128, mask: str = "gaussian_lines", acceleration: float = 3.0
 
     png = _figure_png(arrays, mask, rate, measured)
     common.save_npz(os.path.join(out_dir, "arrays.npz"), **arrays)
-    common.write_atomically(os.path.join(out_dir, "sampling.png"), lambda f: f.write(png))
+    checkpoint.write_atomically(os.path.join(out_dir, "sampling.png"), lambda f: f.write(png))
     common.save_json(os.path.join(out_dir, "results.json"), result)
     return result
 
 
 def main(argv=None) -> int:
-    """Parse ``argv`` (``sys.argv`` style, program name first), run, return the exit code."""
-    argv = sys.argv if argv is None else list(argv)
-    fv = define_flags()
-    if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
-        print(fv.get_help())
-        return 0
+    """Parse ``argv`` (``sys.argv`` style, program name first), run, return the exit code.
+
+    ``--help`` prints the usage (0); a bad flag or an impossible mask prints one ``error: ...``
+    line (2); Ctrl-C prints one line (130).
+    """
     try:
-        rest = fv(argv)
-    except flags.Error as e:
-        sys.stderr.write(f"{e}\nPass --help for the flags.\n")
-        return 2
-    if len(rest) > 1:
-        sys.stderr.write(f"unexpected arguments: {rest[1:]}\n")
-        return 2
+        fv = common.parse(define_flags, argv)
+    except SystemExit as e:   # --help (0) or a bad flag (2), its message already printed
+        return int(e.code or 0)
     try:
         result = run(size=fv.size, mask=fv.mask, acceleration=fv.acceleration, seed=fv.seed,
                      noise=fv.noise, out_dir=fv.out_dir)
-    except ValueError as e:  # e.g. a mask that cannot exist at this size / acceleration
-        sys.stderr.write(f"error: {e}\n")
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; nothing to resume (every file is written whole or not at all): rerun it\n")
+        return 130
+    except (ValueError, OSError) as e:  # e.g. a mask that cannot exist at this size / acceleration
+        sys.stderr.write("error: " + " ".join(str(e).splitlines()) + "\n")
         return 2
     psnr = "inf" if result["psnr_db"] is None else f"{result['psnr_db']:.2f}"
     print(f"{fv.mask} R={fv.acceleration:g}: rate {result['sampling_rate']:.4f}, "

@@ -1,4 +1,4 @@
-"""A stability report of one reconstruction map: worst case, noise, linearised gain, hallucination maps.
+"""Write a stability report (Markdown, HTML) of one reconstruction map: worst case, noise, hallucination maps.
 
 For a model (``--model``) and a set of images (``--images``) it runs, per batch of images
 and for all radii in one batched call:
@@ -19,7 +19,8 @@ and writes into ``--out_dir``:
 * ``report.md`` and ``report.html`` (one self-contained file, the PNGs embedded as base64):
   the model, the flags, a summary table per radius, a table per image, the figures and the
   definition of every number;
-* ``summary.png``: PSNR drop, gain and kernel share against the radius, worst case vs noise,
+* ``summary.png``: PSNR change (perturbed - clean, negative = worse), gain and kernel share
+  against the radius, worst case vs noise,
   and the output change against the iteration;
 * ``hallucination_image{i}.png``: x, f(y), the error and its range and kernel parts, the
   worst-case perturbation, and the same for the worst case at the largest radius;
@@ -46,17 +47,19 @@ import re
 import sys
 import time
 
+import jax
 import numpy as np
 from absl import flags
 
 from experiments import common
+from mrijax import attacks, checkpoint, fourier, hallucination
 
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    common.define_out_flags(fv)
     common.define_model_flags(fv)
     common.define_image_flags(fv, images="mni", num_images=2, size=64)
+    common.define_out_flags(fv)
     common.define_mask_flags(fv)
     flags.DEFINE_list("radii", ["0.005", "0.01", "0.02", "0.05"],
                       "Radii of the worst-case search: ||r|| <= radius (see --radius_relative_to).", **d)
@@ -92,9 +95,10 @@ DEFINITIONS = {
               "times ||x|| (--radius_relative_to=x), ||A x|| (measurements) or 1 (absolute); projected "
               "normalised gradient ascent with momentum, step rho/20, from r0 = tau U[0, 1] "
               "(mrijax.attacks). radius_rel = ||r|| / ||x|| of the perturbation found.",
-    "psnr": "10 log10(max|ref|^2 / mean((|rec| - |ref|)^2)) on magnitudes (mrijax.attacks.evaluate). "
+    "psnr": common.PSNR_DEFINITION + " (mrijax.attacks.evaluate). "
             "Clean: rec = f(y), ref = x. Perturbed (worst case and noise): rec = f(y + A r), ref = x + r.",
-    "psnr_drop": "PSNR(clean) - PSNR(perturbed), in dB; positive = worse.",
+    "psnr_change": "PSNR(perturbed) - PSNR(clean), in dB; negative = worse (psnr_change_min: the worst "
+                   "image, or draw).",
     "noise": "noise_baseline: i.i.d. complex (real with --real) Gaussian images r rescaled to exactly the "
              "norm ||r|| the worst-case search reached for that image and radius; mean/max over draws "
              "(and images). Same ||r||, so ||A r|| is smaller for noise (about sqrt(sampling rate) ||r||) "
@@ -134,21 +138,7 @@ def _radii(fv) -> np.ndarray:
 
 def _error_split(recon, ref, mask) -> dict:
     """:func:`mrijax.hallucination.error_split` as NumPy arrays."""
-    from mrijax import hallucination
     return {k: np.asarray(v) for k, v in hallucination.error_split(recon, ref, mask).items()}
-
-
-def _progress(j, n_batches, steps):
-    t0 = time.time()
-
-    def report(state):
-        t = int(state.t)
-        row = min(t, steps) - 1
-        dn = np.asarray(state.history["diff_norm"][row])
-        ratio = np.asarray(state.history["ratio"][row])
-        print(f"[batch {j + 1}/{n_batches}] iter {t}/{steps}  max ||f(y+Ar)-f(y)|| {np.nanmax(dn):.4g}  "
-              f"max gain {np.nanmax(ratio):.4g}  {time.time() - t0:.1f}s", flush=True)
-    return report
 
 
 # ----------------------------------------------------------------------------- one batch
@@ -156,18 +146,15 @@ def _progress(j, n_batches, steps):
 
 def _batch(fv, j, n_batches, recon, xb, mask, radii, key):
     """Attack, baselines and error splits for one batch of images; a dict of arrays, image axis first."""
-    import jax
-    from mrijax import attacks, fourier
-
     t0 = time.time()
     n_r = radii.size
     xs = np.broadcast_to(xb[None], (n_r,) + xb.shape)                      # (R, B, H, W)
     cfg, prob, state, bshape = attacks.setup(
-        recon, xs, mask, key=key, steps=fv.steps, momentum=fv.momentum, tau=fv.tau, real=fv.real,
+        recon, xs, mask, method="projected", key=key, steps=fv.steps, momentum=fv.momentum, tau=fv.tau, real=fv.real,
         radius=radii[:, None], radius_relative_to=fv.radius_relative_to, schedule=fv.schedule,
         target="prediction")
     state = common.run_search(recon, cfg, prob, state, state_path=common.batch_state_path(fv, j), resume=fv.resume,
-                              chunk=fv.chunk, report=_progress(j, n_batches, fv.steps),
+                              chunk=fv.chunk, report=common.search_progress(f"batch {j + 1}/{n_batches}", fv.steps),
                               label=f"[batch {j + 1}/{n_batches}]")
     res = attacks.result_from_state(cfg, state, prob, bshape)
 
@@ -180,7 +167,7 @@ def _batch(fv, j, n_batches, recon, xb, mask, radii, key):
     out = dict(x=xb, r=r, radius=first(res.radius), stopped_at=first(res.stopped_at),
                diverged=first(res.diverged), clean=clean, perturbed=perturbed,
                psnr_clean=np.asarray(ev["psnr_clean"][0]), psnr_perturbed=first(ev["psnr_perturbed"]),
-               psnr_drop=first(ev["psnr_drop"]), diff_norm=first(ev["diff_norm"]),
+               psnr_change=first(common.psnr_change(ev)), diff_norm=first(ev["diff_norm"]),
                r_norm=first(ev["r_norm"]), Ar_norm=first(ev["Ar_norm"]),
                **{f"history_{k}": np.transpose(np.asarray(v), (2, 1, 0)) for k, v in res.history.items()})
 
@@ -199,7 +186,7 @@ def _batch(fv, j, n_batches, recon, xb, mask, radii, key):
     if fv.noise_draws > 0:
         nb = attacks.noise_baseline(recon, xb, mask, out["r_norm"], fv.noise_draws,
                                     jax.random.fold_in(jax.random.key(fv.seed), 10_000 + j), real=fv.real)
-        out.update(noise_psnr_drop=np.asarray(nb["psnr_drop"]), noise_diff_norm=np.asarray(nb["diff_norm"]),
+        out.update(noise_psnr_change=common.psnr_change(nb), noise_diff_norm=np.asarray(nb["diff_norm"]),
                    noise_r_norm=np.asarray(nb["r_norm"]), noise_Ar_norm=np.asarray(nb["Ar_norm"]))
     if fv.lipschitz_iters > 0:
         ll = attacks.local_lipschitz(recon, xb, mask, fv.lipschitz_iters,
@@ -219,11 +206,12 @@ def _summary(a, radii):
     xn = np.linalg.norm(a["x"], axis=(-2, -1))                              # (N,)
     gain = a["diff_norm"] / a["Ar_norm"]                                    # (N, R)
     share = lambda part, whole: part ** 2 / whole ** 2
-    has_noise, has_ll = "noise_psnr_drop" in a, "lipschitz_gain" in a
+    has_noise, has_ll = "noise_psnr_change" in a, "lipschitz_gain" in a
     per_radius = []
     for k, rho in enumerate(radii):
         e = {"radius": rho, "r_rel_mean": np.mean(a["r_norm"][:, k] / xn),
-             "psnr_drop_mean": np.mean(a["psnr_drop"][:, k]), "psnr_drop_max": np.max(a["psnr_drop"][:, k]),
+             "psnr_change_mean": np.mean(a["psnr_change"][:, k]),
+             "psnr_change_min": np.min(a["psnr_change"][:, k]),
              "diff_rel_mean": np.mean(a["diff_norm"][:, k] / xn), "diff_rel_max": np.max(a["diff_norm"][:, k] / xn),
              "gain_mean": np.mean(gain[:, k]), "gain_max": np.max(gain[:, k]),
              "worst_kernel_share_mean": np.mean(a["worst_kernel_fraction"][:, k]),
@@ -231,8 +219,8 @@ def _summary(a, radii):
              "r_kernel_share_mean": np.mean(share(a["r_kernel_norm"][:, k], a["r_norm"][:, k])),
              "diverged": int(np.sum(a["diverged"][:, k]))}
         if has_noise:
-            e.update(noise_psnr_drop_mean=np.mean(a["noise_psnr_drop"][:, k]),
-                     noise_psnr_drop_max=np.max(a["noise_psnr_drop"][:, k]),
+            e.update(noise_psnr_change_mean=np.mean(a["noise_psnr_change"][:, k]),
+                     noise_psnr_change_min=np.min(a["noise_psnr_change"][:, k]),
                      noise_diff_rel_mean=np.mean(a["noise_diff_norm"][:, k] / xn[:, None]),
                      noise_gain_mean=np.mean(a["noise_diff_norm"][:, k] / a["noise_Ar_norm"][:, k]))
         if has_ll:
@@ -250,14 +238,14 @@ def _summary(a, radii):
             s = {"radius": rho, "radius_abs": a["radius"][i, k], "r_norm": a["r_norm"][i, k],
                  "r_rel": a["r_norm"][i, k] / xn[i], "Ar_norm": a["Ar_norm"][i, k],
                  "diff_norm": a["diff_norm"][i, k], "gain": gain[i, k], "psnr_perturbed": a["psnr_perturbed"][i, k],
-                 "psnr_drop": a["psnr_drop"][i, k], "worst_error_norm": a["worst_error_norm"][i, k],
+                 "psnr_change": a["psnr_change"][i, k], "worst_error_norm": a["worst_error_norm"][i, k],
                  "worst_range_norm": a["worst_range_norm"][i, k], "worst_kernel_norm": a["worst_kernel_norm"][i, k],
                  "worst_kernel_share": a["worst_kernel_fraction"][i, k],
                  "change_kernel_norm": a["change_kernel_norm"][i, k], "r_kernel_norm": a["r_kernel_norm"][i, k],
                  "stopped_at": a["stopped_at"][i, k], "diverged": a["diverged"][i, k]}
             if has_noise:
-                s.update(noise_psnr_drop_mean=np.mean(a["noise_psnr_drop"][i, k]),
-                         noise_psnr_drop_max=np.max(a["noise_psnr_drop"][i, k]),
+                s.update(noise_psnr_change_mean=np.mean(a["noise_psnr_change"][i, k]),
+                         noise_psnr_change_min=np.min(a["noise_psnr_change"][i, k]),
                          noise_diff_norm_mean=np.mean(a["noise_diff_norm"][i, k]),
                          noise_gain_mean=np.mean(a["noise_diff_norm"][i, k] / a["noise_Ar_norm"][i, k]))
             e["radii"].append(s)
@@ -267,7 +255,7 @@ def _summary(a, radii):
                "clean_range_rel_max": np.max(a["clean_range_norm"] / a["clean_error_norm"])}
     if has_ll:
         overall.update(lipschitz_gain_mean=np.mean(a["lipschitz_gain"]), lipschitz_gain_max=np.max(a["lipschitz_gain"]))
-    return common._jsonable(per_radius), common._jsonable(per_image), common._jsonable(overall)
+    return checkpoint.to_jsonable(per_radius), checkpoint.to_jsonable(per_image), checkpoint.to_jsonable(overall)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -276,17 +264,18 @@ def _summary(a, radii):
 def _summary_figure(fv, a, radii, per_radius):
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
-    has_noise = "noise_psnr_drop" in a
+    has_noise = "noise_psnr_change" in a
     ax = axes[0]
     for i in range(a["x"].shape[0]):
-        ax.plot(radii, a["psnr_drop"][i], color="C3", lw=0.8, alpha=0.5)
-    ax.plot(radii, [e["psnr_drop_mean"] for e in per_radius], "o-", color="C3", lw=2, label="worst case")
+        ax.plot(radii, a["psnr_change"][i], color="C3", lw=0.8, alpha=0.5)
+    ax.plot(radii, [e["psnr_change_mean"] for e in per_radius], "o-", color="C3", lw=2, label="worst case")
     if has_noise:
-        nd = a["noise_psnr_drop"]                                              # (N, R, D)
+        nd = a["noise_psnr_change"]                                            # (N, R, D)
         ax.fill_between(radii, nd.min(axis=(0, 2)), nd.max(axis=(0, 2)), color="C0", alpha=0.2)
-        ax.plot(radii, [e["noise_psnr_drop_mean"] for e in per_radius], "s-", color="C0", lw=2,
+        ax.plot(radii, [e["noise_psnr_change_mean"] for e in per_radius], "s-", color="C0", lw=2,
                 label="Gaussian noise (range: all draws)")
-    ax.set_title("PSNR drop (dB)", fontsize=9)
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_title("PSNR change (dB), perturbed - clean: < 0 worse", fontsize=9)
     ax.legend(fontsize=7)
 
     ax = axes[1]
@@ -403,7 +392,7 @@ def _report_blocks(fv, results, figures):
     """The report as a list of blocks: ("h1"|"h2"|"p"|"code", text), ("ul", items),
     ("table", header, rows), ("img", file, caption)."""
     pr, pi, ov = results["per_radius"], results["images"], results["overall"]
-    has_noise, has_ll = "noise_psnr_drop_mean" in pr[0], "lipschitz_gain_mean" in ov
+    has_noise, has_ll = "noise_psnr_change_mean" in pr[0], "lipschitz_gain_mean" in ov
     model = results["model"]
     ref = {"x": "||x||", "measurements": "||A x||", "absolute": "1"}[fv.radius_relative_to]
     blocks = [("h1", "Stability report")]
@@ -435,11 +424,12 @@ def _report_blocks(fv, results, figures):
         lines.append("The range part of every error is zero up to rounding (largest ||range|| / ||error|| = "
                      f"{ov['clean_range_rel_max']:.1e}): the model is data-consistent, so everything it gets "
                      "wrong is in the kernel, invisible to the measurements.")
-    txt = (f"At the largest radius ({big['radius']:g} x {ref}) the worst case costs "
-           f"{big['psnr_drop_mean']:.2f} dB on average (max {big['psnr_drop_max']:.2f})")
+    txt = (f"At the largest radius ({big['radius']:g} x {ref}) the worst case changes the PSNR by "
+           f"{big['psnr_change_mean']:+.2f} dB on average (worst image {big['psnr_change_min']:+.2f}; negative = "
+           "worse)")
     if has_noise:
-        txt += (f"; Gaussian noise of the same norm costs {big['noise_psnr_drop_mean']:.2f} dB "
-                f"(max over draws {big['noise_psnr_drop_max']:.2f})")
+        txt += (f"; Gaussian noise of the same norm by {big['noise_psnr_change_mean']:+.2f} dB "
+                f"(worst draw {big['noise_psnr_change_min']:+.2f})")
     lines.append(txt + ".")
     txt = f"Measured gain of the worst case: {min(e['gain_mean'] for e in pr):.2f} to {max(e['gain_max'] for e in pr):.2f}"
     if has_ll:
@@ -451,23 +441,24 @@ def _report_blocks(fv, results, figures):
                  "attack causes lies in the kernel (structure the measurements cannot confirm or deny).")
     blocks += [("h2", "Findings"), ("ul", lines)]
 
-    header = ["radius", "||r||/||x||", "PSNR drop worst mean", "max"]
+    header = ["radius", "||r||/||x||", "PSNR change worst mean", "min"]
     if has_noise:
-        header += ["PSNR drop noise mean", "max"]
+        header += ["PSNR change noise mean", "min"]
     header += ["change/||x|| worst"] + (["change/||x|| noise"] if has_noise else [])
     header += ["gain worst mean", "max"] + (["gain noise"] if has_noise else []) + \
               (["linearised gain"] if has_ll else [])
     rows = []
     for e in pr:
-        row = [e["radius"], e["r_rel_mean"], e["psnr_drop_mean"], e["psnr_drop_max"]]
+        row = [e["radius"], e["r_rel_mean"], e["psnr_change_mean"], e["psnr_change_min"]]
         if has_noise:
-            row += [e["noise_psnr_drop_mean"], e["noise_psnr_drop_max"]]
+            row += [e["noise_psnr_change_mean"], e["noise_psnr_change_min"]]
         row += [e["diff_rel_mean"]] + ([e["noise_diff_rel_mean"]] if has_noise else [])
         row += [e["gain_mean"], e["gain_max"]] + ([e["noise_gain_mean"]] if has_noise else []) + \
                ([e["lipschitz_gain_mean"]] if has_ll else [])
         rows.append([_fmt(v) for v in row])
-    blocks += [("h2", "Summary per radius"), ("p", "Means and maxima over the images (noise: also over the "
-                                                    "draws). Definitions below."),
+    blocks += [("h2", "Summary per radius"), ("p", "Means, minima (PSNR change: the worst) and maxima over the "
+                                                    "images (noise: also over the draws). PSNR change = "
+                                                    "perturbed - clean, negative = worse. Definitions below."),
                ("table", header, rows)]
     header = ["radius", "kernel share worst-case error", "kernel share output change", "kernel share of r",
               "diverged"]
@@ -477,12 +468,12 @@ def _report_blocks(fv, results, figures):
                      f"{_fmt(ov['clean_kernel_share_mean'])} in the kernel):"), ("table", header, rows)]
 
     header = ["image", "||x||", "PSNR clean", "kernel share clean"] + (["linearised gain"] if has_ll else []) + \
-             [f"PSNR drop r={e['radius']:g}" for e in pr] + [f"gain r={e['radius']:g}" for e in pr]
+             [f"PSNR change r={e['radius']:g}" for e in pr] + [f"gain r={e['radius']:g}" for e in pr]
     rows = []
     for im in pi:
         row = [im["index"], im["x_norm"], im["psnr_clean"], im["clean_kernel_share"]]
         row += [im["lipschitz_gain"]] if has_ll else []
-        row += [s["psnr_drop"] for s in im["radii"]] + [s["gain"] for s in im["radii"]]
+        row += [s["psnr_change"] for s in im["radii"]] + [s["gain"] for s in im["radii"]]
         rows.append([_fmt(v) for v in row])
     blocks += [("h2", "Per image"), ("table", header, rows)]
 
@@ -490,14 +481,13 @@ def _report_blocks(fv, results, figures):
     for name, caption in figures:
         blocks.append(("img", name, caption))
     blocks += [("h2", "Definitions"), ("ul", [f"**{k}**: {v}" for k, v in results["definitions"].items()])]
-    blocks += [("h2", "Flags"), ("code", json.dumps(common._jsonable(results["flags"]), indent=1, sort_keys=True)),
+    blocks += [("h2", "Flags"), ("code", json.dumps(checkpoint.to_jsonable(results["flags"]), indent=1, sort_keys=True)),
                ("p", "Every number is also in `results.json`, the arrays in `arrays.npz` (image axis first; "
                      "radius axis second).")]
     return blocks
 
 
 def _backend() -> str:
-    import jax
     return f"{jax.default_backend()}, {len(jax.devices())} device(s)"
 
 
@@ -567,18 +557,16 @@ def _to_html(blocks, folder):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    from mrijax.data.images import load_images
-
     # Everything that can be wrong with the flags fails here, before any long computation.
     radii = _radii(fv)
     size = fv.size
     mask = common.mask_from_flags(fv)
-    images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
+    images = common.load_checked_images(fv.images, size, count=fv.num_images, seed=fv.seed)
     if np.iscomplexobj(images):
         raise ValueError(f"--images={fv.images!r} gave complex images; this report expects real ones")
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
                                                    flip_filters=fv.flip_filters, cs_iters=fv.cs_iters,
-                                                   cs_options=common.cs_options(fv))
+                                                   cs_options=common.cs_options(fv), mask_kind=fv.mask)
 
     common.prepare_out_dir(fv, _NOT_NUMERIC)
 
@@ -587,7 +575,7 @@ def run(fv) -> dict:
     parts = common.run_batches(
         fv, images, lambda j, n_batches, xb, key: _batch(fv, j, n_batches, recon, xb, mask, radii, key))
 
-    arrays = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+    arrays = common.join_batches(parts, [p["x"].shape[0] for p in parts])     # image axis first
     per_radius, per_image, overall = _summary(arrays, radii)
     arrays.update(mask=mask, radii=radii)
     results = {"model": model_info, "flags": common.flag_dict(fv), "sampling_rate": float(mask.mean()),
@@ -601,9 +589,9 @@ def run(fv) -> dict:
     common.save_json(os.path.join(fv.out_dir, "results.json"), results)
 
     figures = [(_summary_figure(fv, arrays, radii, per_radius),
-                "PSNR drop, gain and kernel share against the radius (worst case in red, Gaussian noise of the "
-                "same norm in blue; thin lines: single images; dashed: linearised gain per image), and the "
-                "output change against the iteration of the search.")]
+                "PSNR change (negative = worse), gain and kernel share against the radius (worst case in red, "
+                "Gaussian noise of the same norm in blue; thin lines: single images; dashed: linearised gain "
+                "per image), and the output change against the iteration of the search.")]
     for i in range(min(n, fv.max_figures)):
         figures.append((_image_figure(fv, arrays, i, radii),
                         f"Image {i}. Top: clean reconstruction, its error and the error's range and kernel "
@@ -612,13 +600,14 @@ def run(fv) -> dict:
                         "part of the change f(y + A r) - f(y)."))
     blocks = _report_blocks(fv, results, figures)
     md = _to_markdown(blocks)
-    common.write_atomically(os.path.join(fv.out_dir, "report.md"), lambda f: f.write(md.encode()))
+    checkpoint.write_atomically(os.path.join(fv.out_dir, "report.md"), lambda f: f.write(md.encode()))
     page = _to_html(blocks, fv.out_dir)
-    common.write_atomically(os.path.join(fv.out_dir, "report.html"), lambda f: f.write(page.encode()))
+    checkpoint.write_atomically(os.path.join(fv.out_dir, "report.html"), lambda f: f.write(page.encode()))
 
     for e in per_radius:
-        print(f"radius {e['radius']:g}: PSNR drop worst {e['psnr_drop_mean']:.2f} dB (max {e['psnr_drop_max']:.2f})"
-              + (f", noise {e['noise_psnr_drop_mean']:.2f} dB" if "noise_psnr_drop_mean" in e else "")
+        print(f"radius {e['radius']:g}: PSNR change worst case {e['psnr_change_mean']:+.2f} dB (worst image "
+              f"{e['psnr_change_min']:+.2f})"
+              + (f", noise {e['noise_psnr_change_mean']:+.2f} dB" if "noise_psnr_change_mean" in e else "")
               + f"; gain {e['gain_mean']:.3g} (max {e['gain_max']:.3g})"
               + f"; kernel share of the worst-case error {e['worst_kernel_share_mean']:.3f}", flush=True)
     print(f"done: {n} image(s); clean PSNR {overall['psnr_clean_mean']:.2f} dB, kernel share of the clean "

@@ -1,4 +1,4 @@
-"""Small structural changes: can the reconstruction show symbols added to the image? (Antun et al., Fig. 4)
+"""Add symbols and text to an image; measure whether a network and CS reconstruct them (Antun et al., Fig. 4).
 
 The card suits ``♠ ♥ ♦ ♣`` and the text ``CAN U SEE IT`` (drawn with
 :mod:`mrijax.data.symbols`, from the font matplotlib ships) are added to an image ``x``:
@@ -32,12 +32,15 @@ import os
 import sys
 import time
 
+import jax
 import numpy as np
 from absl import flags
 
 from experiments import common
+from mrijax import fourier, hallucination, metrics
+from mrijax.data import symbols
 
-MODEL_HELP = ("A checkpoint folder (experiments.train_cascade), or 'deepmri_npz' (the published D5-C5, "
+MODEL_HELP = ("A checkpoint folder (experiments.train), or 'deepmri_npz' (the published D5-C5, "
               "with --weights).")
 _DEFAULT_SYMBOLS = ["spade:0.32:0.36:0.08", "heart:0.32:0.64:0.08", "diamond:0.52:0.36:0.08",
                     "club:0.52:0.64:0.08"]
@@ -46,13 +49,10 @@ _DEFAULT_SYMBOLS = ["spade:0.32:0.36:0.08", "heart:0.32:0.64:0.08", "diamond:0.5
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    common.define_out_flags(fv, resume=False)
     # --cs_iters: the compressed-sensing comparison's iterations.
     common.define_model_flags(fv, model_help=MODEL_HELP)
-    flags.DEFINE_string("image", "mni:axial", "The image x: mni[:axial|coronal|sagittal], shepp_logan, "
-                        "ellipses, or a file (mrijax.data.images.load_images; the middle image of a file); "
-                        "its magnitude is used.", **d)
-    flags.DEFINE_integer("size", 128, "Image side.", lower_bound=16, **d)
+    common.define_image_flags(fv, images="mni:axial", size=128, single=True, min_size=16)
+    common.define_out_flags(fv, resume=False)
     # The paper's Deep MRI row used 25% sampling: --acceleration=4.
     common.define_mask_flags(fv)
     flags.DEFINE_list("symbols", _DEFAULT_SYMBOLS, "Symbols as name:row:col:height (name: spade, heart, "
@@ -67,13 +67,12 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("region_pad", 1, "Pixels added around each symbol's box for its numbers.",
                          lower_bound=0, **d)
     flags.DEFINE_integer("zoom_pad", 3, "Pixels added around the symbols in the zooms.", lower_bound=0, **d)
-    flags.DEFINE_integer("seed", 0, "Seed of --image=ellipses.", lower_bound=0, **d)
+    flags.DEFINE_integer("seed", 0, "Seed of --images=ellipses.", lower_bound=0, **d)
     return fv
 
 
 def _symbol_items(fv):
     """Flags -> list of mrijax.data.symbols.Symbol (checked, nothing drawn yet)."""
-    from mrijax.data import symbols
     items = []
     for spec in fv.symbols:
         parts = spec.split(":")
@@ -98,14 +97,11 @@ def _symbol_items(fv):
 
 
 def _label(item):
-    from mrijax.data import symbols
     return item.text if item.text in symbols.SUITS else f"text '{item.text}'"
 
 
 def _numbers(images, refs, masks, boxes):
     """PSNR/SSIM over the whole image and per symbol region (box and ink)."""
-    from mrijax import metrics
-    from mrijax.data import symbols
     out = {"psnr": float(metrics.psnr(np.abs(images), refs)), "ssim": float(metrics.ssim(np.abs(images), refs)),
            "symbols": []}
     for m, box in zip(masks, boxes):
@@ -121,23 +117,19 @@ def _numbers(images, refs, masks, boxes):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    import jax
-    from mrijax import fourier, hallucination
-    from mrijax.data import symbols
-    from mrijax.data.images import load_images
 
     # Everything that can be wrong with the flags fails here, before any long computation.
     if fv.model == "cs":
         raise ValueError("--model must be a network (CS is always the comparison)")
     items = _symbol_items(fv)
     size = fv.size
+    x = np.abs(common.load_checked_images(fv.images, size, count=1, seed=fv.seed)[0]).astype(np.float32)
     r, sym_masks = symbols.render((size, size), items, supersample=fv.supersample)
     boxes = [symbols.bounding_box(m, pad=fv.region_pad, min_size=7) for m in sym_masks]
     zoom = symbols.bounding_box(sym_masks, pad=fv.zoom_pad, min_size=7)
     mask = common.mask_from_flags(fv)
-    x = np.abs(np.asarray(load_images(fv.image, size, count=1, seed=fv.seed))[0]).astype(np.float32)
     recon, model_info = common.load_reconstruction(fv.model, mask, weights=fv.weights,
-                                                   flip_filters=fv.flip_filters)
+                                                   flip_filters=fv.flip_filters, mask_kind=fv.mask)
     cs_recon, cs_info = common.load_reconstruction("cs", mask, cs_iters=fv.cs_iters,
                                                    cs_options=common.cs_options(fv))
     os.makedirs(fv.out_dir, exist_ok=True)
@@ -179,8 +171,8 @@ def run(fv) -> dict:
                "r_norm": float(np.linalg.norm(r)), "x_norm": float(np.linalg.norm(x)),
                "methods": methods, "symbols": per_symbol, "seconds": time.time() - t0,
                "definitions": {
-                   "psnr": "10 log10(max|ref|^2 / mean (|rec| - |ref|)^2), ref = x + r (with symbols) or x; "
-                           "regions use the whole image's max|ref|",
+                   "psnr": common.PSNR_DEFINITION + ", ref = x + r (with symbols) or x; regions use the whole "
+                                                    "image's max|ref|",
                    "psnr_box / ssim_box": "inside the symbol's bounding box (+ region_pad pixels, at least 7x7)",
                    "psnr_ink": "on the pixels the symbol covers",
                    "recovered": "<f(A(x + r)) - f(A x), r_s> / ||r_s||^2, r_s the symbol's part of r"}}

@@ -1,4 +1,4 @@
-"""The main job: worst-case perturbations of a reconstruction map (Antun et al., PNAS 2020).
+"""Find worst-case perturbations of an MRI reconstruction map and measure them (Antun et al., PNAS 2020).
 
 For each image ``x`` it runs the batched search of :func:`mrijax.attacks.worst_case` on
 the chosen model and writes into ``--out_dir``:
@@ -7,10 +7,14 @@ the chosen model and writes into ``--out_dir``:
   ``|x + r_j|`` for each snapshot ``r_j``; rows: the perturbed image, the network's
   reconstruction from ``A(x + r_j)`` and (``--compare_cs``) the compressed-sensing one.
 * ``perturbations_rescaled_image{i}.png``: ``|r_j|`` rescaled to one range (Fig. 8 style).
-* ``history.png``: output change, ``||r||`` and their ratio against the iteration.
-* ``results.json``: every norm, PSNR/SSIM per snapshot, the Gaussian-noise baseline of the
+* ``history.png``: output change, ``||r||`` and their ratio against the iteration, one line
+  per image.
+* ``results.json``: every norm, PSNR/SSIM per snapshot and its ``psnr_change`` =
+  PSNR(perturbed) - PSNR(clean) (negative = worse), the Gaussian-noise baseline of the
   same norms, the linearised gain (``--lipschitz_iters``), the model and all flags.
-* ``arrays.npz``: images, perturbations, snapshots, reconstructions and histories.
+* ``arrays.npz``: images, perturbations, snapshots, reconstructions and histories (image
+  axis first, except the snapshot-major ``(S, N, ...)`` arrays; ``history_*`` are
+  ``(N, steps)``).
 
 Multi-coil data (``--coil_maps=estimate``): ``--images`` must be multi-coil k-space
 (``kspace:PATH`` of shape ``(N, C, H, W)`` or ``fastmri:FOLDER`` of multi-coil volumes, read
@@ -29,7 +33,8 @@ the noise-aware constrained form instead), and only
 
 Progress is printed after every ``--chunk`` iterations and the search state is saved
 then (``state_batch{j}.npz``); finished batches are kept as ``batch{j}.npz``.
-``--resume`` continues an interrupted run from there, redoing nothing that was finished.
+``--resume`` continues an interrupted run from there, redoing nothing that was finished
+(Ctrl-C prints how far the saved state goes).
 
 Example (the README's first command; the shipped checkpoint on the embedded phantom)::
 
@@ -42,23 +47,28 @@ import os
 import sys
 import time
 
+import jax
 import numpy as np
 from absl import flags
 
 from experiments import common
+from mrijax import attacks, fourier, metrics
+from mrijax.data import sensitivity
+from mrijax.data.images import load_multicoil_kspace
 
 
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    common.define_out_flags(fv)
     common.define_model_flags(fv)
     common.define_image_flags(fv)
+    common.define_out_flags(fv)
     common.define_mask_flags(fv)
     flags.DEFINE_integer("steps", 100, "Iterations of the search (M).", lower_bound=1, **d)
-    flags.DEFINE_float("lam", None, "Penalty lam on ||r||^2 (default 1e-3; 0 with --radius).", **d)
+    flags.DEFINE_float("lam", None, "Penalty lam on ||r||^2 (default 1e-3; 0 with --radius).", lower_bound=0.0,
+                       **d)
     flags.DEFINE_float("momentum", 0.9, "Momentum gamma.", lower_bound=0.0, **d)
-    flags.DEFINE_float("lr", None, "Step eta (default 1e-2; radius/20 with --radius).", **d)
+    flags.DEFINE_float("lr", None, "Step eta, > 0 (default 1e-2; radius/20 with --radius).", **d)
     flags.DEFINE_float("tau", 1e-2, "Scale of the uniform random start.", lower_bound=0.0, **d)
     flags.DEFINE_float("radius", 0.02, "l2 radius of r (see --radius_relative_to); <= 0 for the "
                        "unconstrained Algorithm 1 with lam.", **d)
@@ -91,6 +101,7 @@ def define_flags() -> flags.FlagValues:
                          lower_bound=0, **d)
     flags.DEFINE_bool("compare_cs", True, "Add the compressed-sensing reconstruction row.", **d)
     flags.DEFINE_integer("max_figures", 4, "Per-image figures for at most this many images.", lower_bound=0, **d)
+    common.require_positive(fv, "lr")
     return fv
 
 
@@ -137,6 +148,21 @@ def _snapshots(fv):
     return tuple(sorted({max(1, s // 3), max(1, (2 * s) // 3), s}))
 
 
+def _steps_may_not_grow(fv):
+    """Why ``--steps`` may not grow on ``--resume`` for these flags (``None``: it may).
+
+    Continuing a finished search for more iterations is the same search only when nothing
+    done so far depends on ``--steps``: a constant step (the cosine decay is a function of it)
+    and explicit ``--snapshots`` (the default ones are steps/3, 2 steps/3, steps)."""
+    radius = fv.radius is not None and fv.radius > 0
+    schedule = fv.schedule or ("cosine" if radius else "constant")
+    if schedule != "constant":
+        return "with --schedule=constant (the cosine step decay depends on --steps)"
+    if not fv.snapshots:
+        return "with explicit --snapshots (the default snapshots depend on --steps)"
+    return None
+
+
 def _attack_kwargs(fv, snapshots, size):
     radius = fv.radius if fv.radius is not None and fv.radius > 0 else None
     return dict(steps=fv.steps, lam=fv.lam, momentum=fv.momentum, lr=fv.lr, tau=fv.tau,
@@ -145,37 +171,19 @@ def _attack_kwargs(fv, snapshots, size):
                 snapshots=snapshots, schedule=fv.schedule)
 
 
-def _progress(j, n_batches, steps):
-    t0 = time.time()
-
-    def report(state):
-        t = int(state.t)
-        row = min(t, steps) - 1
-        q = np.asarray(state.history["Q"][row])
-        rn = np.asarray(state.history["r_rel"][row])
-        dn = np.asarray(state.history["diff_norm"][row])
-        done = int(np.sum(~np.asarray(state.active)))
-        print(f"[batch {j + 1}/{n_batches}] iter {t}/{steps}  Q {np.nanmax(q):.4g}  "
-              f"||r||/||x|| {np.nanmax(rn):.4f}  ||f(y+Ar)-f(y)|| {np.nanmax(dn):.4g}  "
-              f"finished {done}/{q.size}  {time.time() - t0:.1f}s", flush=True)
-    return report
-
-
 def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key, *, coil_maps=None):
     """Attack one batch of images (with its random starts); returns a dict of NumPy arrays.
 
     ``coil_maps`` ``(B, C, H, W)``: the images' sensitivities, the ones ``recon`` and
     ``cs_recon`` close over (so ``B`` is 1 unless all images share their maps).
     """
-    import jax
-    from mrijax import attacks, metrics
-
     starts = fv.starts
     xs = np.repeat(xb[:, None], starts, axis=1)                    # (B, starts, H, W)
     cm, cm_s = (None, None) if coil_maps is None else (coil_maps, np.asarray(coil_maps)[:, None])
-    cfg, prob, state, bshape = attacks.setup(recon, xs, mask, key=key, coil_maps=cm_s, **kwargs)
+    method = "algorithm1" if kwargs["radius"] is None else "projected"
+    cfg, prob, state, bshape = attacks.setup(recon, xs, mask, method=method, key=key, coil_maps=cm_s, **kwargs)
     state = common.run_search(recon, cfg, prob, state, state_path=common.batch_state_path(fv, j), resume=fv.resume,
-                              chunk=fv.chunk, report=_progress(j, n_batches, fv.steps),
+                              chunk=fv.chunk, report=common.search_progress(f"batch {j + 1}/{n_batches}", fv.steps),
                               label=f"[batch {j + 1}/{n_batches}]")
     res = attacks.result_from_state(cfg, state, prob, bshape)
 
@@ -187,14 +195,15 @@ def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key, *, c
         a, best.reshape((1,) * axis + (-1, 1) + (1,) * (a.ndim - axis - 2)), axis=axis + 1).squeeze(axis + 1)
     r = pick(np.asarray(res.r), 0)
     snaps = pick(snaps, 1)
-    hist = {k: pick(np.asarray(v), 1) for k, v in res.history.items()}
+    # History (steps, B, starts) -> the best start's, image axis first: (B, steps).
+    hist = {k: np.moveaxis(pick(np.asarray(v), 1), 0, -1) for k, v in res.history.items()}
 
     ev = attacks.evaluate(recon, xb, mask, snaps, domain=fv.domain, coil_maps=cm)  # (S, B, ...)
     ref = np.abs(xb + snaps) if fv.domain == "image" else np.abs(np.broadcast_to(xb, snaps.shape))
     out = dict(x=xb, r=r, snapshots=snaps, clean=np.asarray(ev["clean"][0]), perturbed=np.asarray(ev["perturbed"]),
                r_norm=np.asarray(ev["r_norm"]), Ar_norm=np.asarray(ev["Ar_norm"]),
                diff_norm=np.asarray(ev["diff_norm"]), psnr_clean=np.asarray(ev["psnr_clean"][0]),
-               psnr_perturbed=np.asarray(ev["psnr_perturbed"]), psnr_drop=np.asarray(ev["psnr_drop"]),
+               psnr_perturbed=np.asarray(ev["psnr_perturbed"]), psnr_change=common.psnr_change(ev),
                ssim_clean=np.asarray(metrics.ssim(np.abs(ev["clean"][0]), np.abs(xb))),
                ssim_perturbed=np.asarray(metrics.ssim(np.abs(ev["perturbed"]), ref)),
                stopped_at=pick(np.asarray(res.stopped_at), 0), diverged=pick(np.asarray(res.diverged), 0),
@@ -205,13 +214,13 @@ def _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask, kwargs, key, *, c
         evc = attacks.evaluate(cs_recon, xb, mask, snaps, domain=fv.domain, coil_maps=cm)
         out.update(cs_clean=np.asarray(evc["clean"][0]), cs_perturbed=np.asarray(evc["perturbed"]),
                    cs_psnr_clean=np.asarray(evc["psnr_clean"][0]), cs_psnr_perturbed=np.asarray(evc["psnr_perturbed"]),
-                   cs_psnr_drop=np.asarray(evc["psnr_drop"]), cs_diff_norm=np.asarray(evc["diff_norm"]))
+                   cs_psnr_change=common.psnr_change(evc), cs_diff_norm=np.asarray(evc["diff_norm"]))
     if fv.noise_draws > 0:
         norms = np.moveaxis(np.asarray(ev["r_norm"]), 0, -1)           # (B, S)
         nb = attacks.noise_baseline(recon, xb, mask, norms, fv.noise_draws,
                                     jax.random.fold_in(jax.random.key(fv.seed), 10_000 + j),
                                     domain=fv.domain, real=fv.real, coil_maps=cm)
-        out.update(noise_diff_norm=np.asarray(nb["diff_norm"]), noise_psnr_drop=np.asarray(nb["psnr_drop"]))
+        out.update(noise_diff_norm=np.asarray(nb["diff_norm"]), noise_psnr_change=common.psnr_change(nb))
     if fv.lipschitz_iters > 0:
         ll = attacks.local_lipschitz(recon, xb, mask, fv.lipschitz_iters,
                                      jax.random.fold_in(jax.random.key(fv.seed), 20_000 + j), coil_maps=cm)
@@ -236,16 +245,19 @@ def _figures(fv, arrays, snapshots, has_cs, what=""):
         vmax = float(np.abs(x).max())
         for c, (name, r, rec, ps, cs_rec, cs_ps) in enumerate(cols):
             rel = np.linalg.norm(r) / xn
+            # PSNR change = perturbed - clean (negative = worse), beside each perturbed PSNR.
+            change = lambda value, clean: "" if c == 0 else f" ({value - clean:+.2f})"
             panels = [(np.abs(x + r), f"|x + r|  {name}\n||r||/||x|| = {rel:.4f}"),
-                      (np.abs(rec), f"network  PSNR {ps:.2f} dB")]
+                      (np.abs(rec), f"network  PSNR {ps:.2f} dB{change(ps, cols[0][3])}")]
             if has_cs:
-                panels.append((np.abs(cs_rec), f"CS  PSNR {cs_ps:.2f} dB"))
+                panels.append((np.abs(cs_rec), f"CS  PSNR {cs_ps:.2f} dB{change(cs_ps, cols[0][5])}"))
             for rr, (img, title) in enumerate(panels):
                 ax = axes[rr, c]
                 ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
                 ax.set_title(title, fontsize=8)
                 ax.set_axis_off()
-        fig.suptitle(f"Worst-case perturbations, image {i}{what} (PSNR against |x + r|)", fontsize=10)
+        fig.suptitle(f"Worst-case perturbations, image {i}{what} (PSNR against |x + r|; in brackets its "
+                     "change from the clean case, negative = worse)", fontsize=10)
         common.save_figure(os.path.join(fv.out_dir, f"perturbations_image{i}.png"), fig)
 
         fig, axes = plt.subplots(1, len(snapshots), figsize=(2.6 * len(snapshots), 2.8), squeeze=False)
@@ -258,17 +270,29 @@ def _figures(fv, arrays, snapshots, has_cs, what=""):
             ax.set_axis_off()
         common.save_figure(os.path.join(fv.out_dir, f"perturbations_rescaled_image{i}.png"), fig)
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    it = np.arange(arrays["history_diff_norm"].shape[1])
-    for i in range(n):
-        axes[0].plot(it, arrays["history_diff_norm"][i], lw=1)
-        axes[1].plot(it, arrays["history_r_rel"][i], lw=1)
-        axes[2].plot(it, arrays["history_ratio"][i], lw=1)
-    for ax, t in zip(axes, ("||f(y + A r) - f(y)||", "||r|| / ||x||", "||f(y + A r) - f(y)|| / ||A r||")):
-        ax.set_title(t, fontsize=9)
+    common.save_figure(os.path.join(fv.out_dir, "history.png"), history_figure(arrays))
+
+
+HISTORY_PANELS = (("history_diff_norm", "||f(y + A r) - f(y)||"), ("history_r_rel", "||r|| / ||x||"),
+                  ("history_ratio", "||f(y + A r) - f(y)|| / ||A r||"))
+
+
+def history_figure(arrays):
+    """``history.png``: one panel per :data:`HISTORY_PANELS` entry, one line per image against
+    the iteration (1 ... steps); ``arrays["history_*"]`` are ``(images, steps)``.  Returns the figure."""
+    plt = common.pyplot()
+    fig, axes = plt.subplots(1, len(HISTORY_PANELS), figsize=(13, 3.4))
+    for ax, (key, title) in zip(axes, HISTORY_PANELS):
+        hist = np.asarray(arrays[key])                                  # (images, steps)
+        it = np.arange(1, hist.shape[1] + 1)
+        for i in range(hist.shape[0]):
+            ax.plot(it, hist[i], lw=1, label=f"image {i}")
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-    common.save_figure(os.path.join(fv.out_dir, "history.png"), fig)
+    if 1 < np.asarray(arrays[HISTORY_PANELS[0][0]]).shape[0] <= 8:
+        axes[0].legend(fontsize=7)
+    return fig
 
 
 def _summary(arrays, snapshots, has_cs):
@@ -281,14 +305,14 @@ def _summary(arrays, snapshots, has_cs):
             e = {"iterations": count, "r_norm": arrays["r_norm"][s, i], "r_rel": arrays["r_norm"][s, i] / xn,
                  "Ar_norm": arrays["Ar_norm"][s, i], "diff_norm": arrays["diff_norm"][s, i],
                  "gain": arrays["diff_norm"][s, i] / arrays["Ar_norm"][s, i],
-                 "psnr_perturbed": arrays["psnr_perturbed"][s, i], "psnr_drop": arrays["psnr_drop"][s, i],
+                 "psnr_perturbed": arrays["psnr_perturbed"][s, i], "psnr_change": arrays["psnr_change"][s, i],
                  "ssim_perturbed": arrays["ssim_perturbed"][s, i]}
             if has_cs:
                 e.update(cs_psnr_perturbed=arrays["cs_psnr_perturbed"][s, i],
-                         cs_psnr_drop=arrays["cs_psnr_drop"][s, i], cs_diff_norm=arrays["cs_diff_norm"][s, i])
-            if "noise_psnr_drop" in arrays:
-                e.update(noise_psnr_drop_mean=arrays["noise_psnr_drop"][i, s].mean(),
-                         noise_psnr_drop_max=arrays["noise_psnr_drop"][i, s].max(),
+                         cs_psnr_change=arrays["cs_psnr_change"][s, i], cs_diff_norm=arrays["cs_diff_norm"][s, i])
+            if "noise_psnr_change" in arrays:
+                e.update(noise_psnr_change_mean=arrays["noise_psnr_change"][i, s].mean(),
+                         noise_psnr_change_min=arrays["noise_psnr_change"][i, s].min(),
                          noise_diff_norm_mean=arrays["noise_diff_norm"][i, s].mean(),
                          noise_diff_norm_max=arrays["noise_diff_norm"][i, s].max())
             snaps.append(e)
@@ -302,23 +326,33 @@ def _summary(arrays, snapshots, has_cs):
             entry.update(lipschitz_gain=arrays["lipschitz_gain"][i])
         per_image.append(entry)
     last = [im["snapshots"][-1] for im in per_image]
+    # psnr_change: PSNR(perturbed) - PSNR(clean), negative = worse; "min" is the worst image.
     summary = {"mean_psnr_clean": float(np.mean(arrays["psnr_clean"])),
-               "mean_psnr_drop_final": float(np.mean([e["psnr_drop"] for e in last])),
-               "max_psnr_drop_final": float(np.max([e["psnr_drop"] for e in last]))}
-    if "noise_psnr_drop" in arrays:
-        summary["mean_noise_psnr_drop_final"] = float(np.mean([e["noise_psnr_drop_mean"] for e in last]))
+               "mean_psnr_change_final": float(np.mean([e["psnr_change"] for e in last])),
+               "min_psnr_change_final": float(np.min([e["psnr_change"] for e in last]))}
+    if "noise_psnr_change" in arrays:
+        summary["mean_noise_psnr_change_final"] = float(np.mean([e["noise_psnr_change_mean"] for e in last]))
     if has_cs:
-        summary["mean_cs_psnr_drop_final"] = float(np.mean([e["cs_psnr_drop"] for e in last]))
+        summary["mean_cs_psnr_change_final"] = float(np.mean([e["cs_psnr_change"] for e in last]))
     return per_image, summary
+
+
+def summary_line(n, summary, out_dir) -> str:
+    """The ``done: ...`` line: PSNR changes with their sign (negative = worse)."""
+    s = summary
+    return (f"done: {n} image(s); clean PSNR {s['mean_psnr_clean']:.2f} dB; worst-case PSNR change "
+            f"{s['mean_psnr_change_final']:+.2f} dB (worst image {s['min_psnr_change_final']:+.2f})"
+            + (f"; Gaussian noise of the same norm {s['mean_noise_psnr_change_final']:+.2f} dB"
+               if "mean_noise_psnr_change_final" in s else "")
+            + (f"; CS {s['mean_cs_psnr_change_final']:+.2f} dB" if "mean_cs_psnr_change_final" in s else "")
+            + f" (PSNR change = perturbed - clean, negative = worse).  Files in {out_dir}")
 
 
 def _multicoil_images(fv, mask):
     """``--coil_maps=estimate``: (SENSE-combined images x, maps (N, C, H, W), calibration block size)."""
-    from mrijax import fourier
-    from mrijax.data import sensitivity
-    from mrijax.data.images import load_multicoil_kspace
-
     k = load_multicoil_kspace(fv.images, fv.size, count=fv.num_images)
+    common.check_images(k.reshape((-1,) + k.shape[-2:]), f"--images={fv.images!r} (coil k-space)",
+                        need_scale=False)
     try:
         n_cal = sensitivity.calibration_size_from_mask(mask)
     except ValueError as e:
@@ -327,6 +361,7 @@ def _multicoil_images(fv, mask):
     maps = np.asarray(sensitivity.estimate_coil_maps(k, calib_size=calib))
     full = np.ones(mask.shape, bool)
     images = np.asarray(fourier.adjoint(k, full, maps))             # sum_c conj(S_c) ifft2c(k_c)
+    common.check_images(images, f"--images={fv.images!r} (SENSE-combined)")
     print(f"coil maps: {k.shape[1]} coils, estimated from the {n_cal}x{n_cal} calibration block the mask "
           f"samples fully; x = SENSE combination of {k.shape[0]} slice(s)", flush=True)
     return images, maps, calib
@@ -334,8 +369,6 @@ def _multicoil_images(fv, mask):
 
 def run(fv) -> dict:
     """The whole job for parsed flags ``fv``; returns the results dict written to results.json."""
-    from mrijax.data.images import load_images
-
     # Everything that can be wrong with the flags fails here, before any long computation.
     size = fv.size
     multicoil = fv.coil_maps == "estimate"
@@ -344,12 +377,15 @@ def run(fv) -> dict:
     snapshots = _snapshots(fv)
     kwargs = _attack_kwargs(fv, snapshots, size)
     mask = common.mask_from_flags(fv)
+    if not multicoil:   # the images are checked (NaN, inf, constant) before any model is loaded
+        images = common.load_checked_images(fv.images, size, count=fv.num_images, seed=fv.seed)
     cs_opts = common.cs_options(fv)
     if multicoil and not cs_opts.get("delta"):
         cs_opts["constrained"] = False  # exact data consistency holds only in the limit with coil maps
     make_recon, model_info = common.reconstruction_factory(fv.model, mask, weights=fv.weights,
                                                            flip_filters=fv.flip_filters, cs_iters=fv.cs_iters,
-                                                           cs_options=cs_opts, multicoil=multicoil)
+                                                           cs_options=cs_opts, multicoil=multicoil,
+                                                           mask_kind=fv.mask)
     make_cs = None
     if fv.compare_cs and fv.model != "cs":
         make_cs, _ = common.reconstruction_factory("cs", mask, cs_iters=fv.cs_iters, cs_options=cs_opts)
@@ -358,11 +394,11 @@ def run(fv) -> dict:
         recons = [make_recon(m) for m in maps]
         cs_recons = [make_cs(m) if make_cs else None for m in maps]
     else:
-        images = np.asarray(load_images(fv.images, size, count=fv.num_images, seed=fv.seed))
         recon = make_recon(None)
         cs_recon = make_cs(None) if make_cs else None
 
-    common.prepare_out_dir(fv, _NOT_NUMERIC)
+    stored = common.prepare_out_dir(fv, _NOT_NUMERIC, may_grow={"steps": _steps_may_not_grow(fv)})
+    grown = stored is not None and stored.get("steps", fv.steps) < fv.steps
 
     n = images.shape[0]
     t0 = time.time()
@@ -371,16 +407,17 @@ def run(fv) -> dict:
         parts = common.run_batches(
             fv, images, lambda j, n_batches, xb, key: _attack_batch(
                 fv, j, n_batches, recons[j], cs_recons[j], xb, mask, kwargs, key, coil_maps=maps[j:j + 1]),
-            batch=1)
+            batch=1, redo_finished=grown)
     else:
         parts = common.run_batches(
             fv, images, lambda j, n_batches, xb, key: _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask,
-                                                                    kwargs, key))
+                                                                    kwargs, key), redo_finished=grown)
 
-    # Per-image arrays have the image axis first, except the snapshot-major ones.
-    snap_major = {"snapshots", "perturbed", "r_norm", "Ar_norm", "diff_norm", "psnr_perturbed", "psnr_drop",
-                  "ssim_perturbed", "cs_perturbed", "cs_psnr_perturbed", "cs_psnr_drop", "cs_diff_norm"}
-    arrays = {k: np.concatenate([p[k] for p in parts], axis=1 if k in snap_major else 0) for k in parts[0]}
+    # Per-image arrays have the image axis first (history_* too: (B, steps)), except the
+    # snapshot-major ones (S, B, ...).
+    snap_major = {"snapshots", "perturbed", "r_norm", "Ar_norm", "diff_norm", "psnr_perturbed", "psnr_change",
+                  "ssim_perturbed", "cs_perturbed", "cs_psnr_perturbed", "cs_psnr_change", "cs_diff_norm"}
+    arrays = common.join_batches(parts, [p["x"].shape[0] for p in parts], {k: 1 for k in snap_major})
     arrays["mask"] = mask
     arrays["snapshot_iterations"] = np.asarray(snapshots)
     if multicoil:
@@ -390,9 +427,11 @@ def run(fv) -> dict:
     results = {"model": model_info, "flags": common.flag_dict(fv), "sampling_rate": float(mask.mean()),
                "snapshot_iterations": list(snapshots), "images": per_image, "summary": summary,
                "seconds": time.time() - t0,
-               "definitions": {"psnr": "10 log10(max|ref|^2 / mean(|rec| - |ref|)^2); ref = x + r (image "
-                                       "domain) or x; clean: ref = x",
-                               "gain": "||f(A x + A r) - f(A x)|| / ||A r||"}}
+               "definitions": {"psnr": common.PSNR_DEFINITION + "; ref = x + r (image domain) or x; clean: "
+                                                                "ref = x",
+                               "psnr_change": common.PSNR_CHANGE_DEFINITION,
+                               "gain": "||f(A x + A r) - f(A x)|| / ||A r||",
+                               "history_*": "arrays.npz: (images, steps), the best start's"}}
     results["coil_maps"] = fv.coil_maps
     if multicoil:
         results.update(coils=int(maps.shape[1]), calibration_size=list(calib), cs_constrained=False)
@@ -405,13 +444,7 @@ def run(fv) -> dict:
     common.save_json(os.path.join(fv.out_dir, "results.json"), results)
     _figures(fv, arrays, snapshots, has_cs,
              f", SENSE-combined ({maps.shape[1]} coils)" if multicoil else "")
-    s = summary
-    print(f"done: {n} image(s); clean PSNR {s['mean_psnr_clean']:.2f} dB; worst-case PSNR drop "
-          f"{s['mean_psnr_drop_final']:.2f} dB (max {s['max_psnr_drop_final']:.2f})"
-          + (f"; Gaussian noise of the same norm {s['mean_noise_psnr_drop_final']:.2f} dB"
-             if "mean_noise_psnr_drop_final" in s else "")
-          + (f"; CS {s['mean_cs_psnr_drop_final']:.2f} dB" if has_cs else "")
-          + f".  Files in {fv.out_dir}", flush=True)
+    print(summary_line(n, summary, fv.out_dir), flush=True)
     return results
 
 

@@ -20,8 +20,8 @@ and removed only afterwards (a crash in between leaves it as ``latest.old``, whi
 The arrays are stored as plain NumPy (no device or sharding information needed), so a
 checkpoint written on a GPU restores on a CPU-only machine.
 
-The config is a JSON dict.  Its ``"model"`` entry, ``{"class": "Cascade", "kwargs":
-{...}}`` (see :func:`model_config`), lets :func:`load_model` rebuild the model with no
+The config is a JSON dict.  Its ``"model"`` entry, ``{"class": "cascade", "kwargs":
+{...}}`` (:func:`mrijax.models.model_config`), lets :func:`mrijax.models.load` rebuild the model with no
 other information; the other entries (``"data"``, ``"mask"``, ``"train"``) describe how
 it was trained.  On resume, :func:`restore` compares the stored config with the new one
 and refuses to continue a different run (keys in :data:`RESUME_MAY_CHANGE`, such as
@@ -30,16 +30,22 @@ the number of steps, may differ).
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import math
 import os
 import shutil
+import tempfile
 import uuid
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import jax
+import orbax.checkpoint as ocp
 from flax import serialization
+
+__all__ = ["BEST", "CheckpointError", "ConfigMismatchError", "FORMAT_VERSION", "LATEST", "RESUME_MAY_CHANGE",
+           "check_same_structure", "checkpoint_path", "config_differences", "load_arrays", "load_params",
+           "read_config", "read_meta", "restore", "save", "to_jsonable", "write_atomically", "write_json_atomic"]
 
 LATEST = "latest"
 BEST = "best"
@@ -62,85 +68,57 @@ class ConfigMismatchError(ValueError):
     """Resuming a run whose stored config differs from the requested one."""
 
 
-# --------------------------------------------------------------------------- models
-
-_MODEL_CLASSES: Dict[str, type] = {}
-
-
-def register_model(cls: type, name: Optional[str] = None) -> type:
-    """Make a Flax module class rebuildable by :func:`load_model` under ``name`` (default:
-    the class name).  The library's models are found in :mod:`mrijax.models` without this.
-    Returns ``cls`` (usable as a decorator)."""
-    _MODEL_CLASSES[name or cls.__name__] = cls
-    return cls
-
-
-def _model_class(name: str) -> type:
-    if name in _MODEL_CLASSES:
-        return _MODEL_CLASSES[name]
-    import mrijax.models as models
-    cls = getattr(models, name, None)
-    if not isinstance(cls, type):
-        raise CheckpointError(
-            f"the checkpoint's model class {name!r} is neither in mrijax.models nor registered "
-            "with mrijax.checkpoint.register_model")
-    return cls
-
-
-def model_config(model) -> Dict[str, Any]:
-    """``{"class": name, "kwargs": {...}}`` of a Flax module: its dataclass fields except
-    ``parent`` and ``name``.  Raises ``TypeError`` if a field is not JSON-serialisable."""
-    if not dataclasses.is_dataclass(model):
-        raise TypeError(f"model must be a Flax module (a dataclass), got {type(model).__name__}")
-    kwargs = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-              if f.init and f.name not in ("parent", "name")}
-    try:
-        json.dumps(kwargs)
-    except TypeError as e:
-        raise TypeError(f"{type(model).__name__}'s fields must be JSON-serialisable to be "
-                        f"stored in a checkpoint config: {e}") from e
-    return {"class": type(model).__name__, "kwargs": kwargs}
-
-
-def build_model(config: Mapping[str, Any]):
-    """The model described by a run config's ``"model"`` entry, or by such an entry itself
-    (``{"class": ..., "kwargs": ...}``, see :func:`model_config`)."""
-    entry = config if "class" in config else config.get("model")
-    if not isinstance(entry, Mapping) or "class" not in entry:
-        raise CheckpointError("config has no 'model': {'class': ..., 'kwargs': ...} entry")
-    cls = _model_class(entry["class"])
-    try:
-        return cls(**dict(entry.get("kwargs", {})))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"cannot build {entry['class']} from the stored kwargs {entry.get('kwargs')}: {e}") from e
-
-
 # --------------------------------------------------------------------------- files
 
 
-def write_json_atomic(path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
+def write_atomically(path, write_bytes) -> None:
+    """Call ``write_bytes(f)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    A crash leaves either the old file or the new one, never a part; the temporary file is
+    removed when ``write_bytes`` fails.
+    """
     path = os.fspath(path)
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_bytes(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
-def _jsonable(obj):
-    """NumPy scalars/arrays -> Python numbers/lists, recursively."""
+def to_jsonable(obj, strict: bool = True):
+    """NumPy / JAX scalars and arrays -> Python numbers and lists, recursively.
+
+    ``strict``: standard JSON, NaN -> ``None`` and +-inf -> ``"inf"`` / ``"-inf"`` (results
+    files other tools read); otherwise non-finite floats stay floats (Python's ``json`` writes
+    and reads them back as ``NaN`` / ``Infinity``: the checkpoint's own files, which must
+    round-trip numbers exactly).
+    """
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v, strict) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.ndarray, jax.Array)):
-        return _jsonable(np.asarray(obj).tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
+        return [to_jsonable(v, strict) for v in obj]
+    if hasattr(obj, "__array__") and not isinstance(obj, (str, bytes)):
+        a = np.asarray(obj)
+        return to_jsonable(a.tolist() if a.ndim else a.item(), strict)
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return to_jsonable(obj.item(), strict)
+    if strict and isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     return obj
+
+
+def write_json_atomic(path, obj, strict: bool = False) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (:func:`write_atomically`, :func:`to_jsonable`)."""
+    text = json.dumps(to_jsonable(obj, strict), indent=2, sort_keys=True, allow_nan=not strict) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def _read_json(path):
@@ -159,14 +137,12 @@ def _to_numpy_tree(tree):
 
 
 def _orbax_save(path, tree):
-    import orbax.checkpoint as ocp
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(os.path.abspath(path), tree)
         checkpointer.wait_until_finished()
 
 
 def _orbax_restore(path):
-    import orbax.checkpoint as ocp
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint folder {path} is missing (incomplete or corrupt checkpoint)")
     try:
@@ -189,7 +165,7 @@ def save(directory, state, config: Mapping[str, Any], *, best: bool = False,
       directory: the run's checkpoint directory (created if needed).
       state: a :class:`mrijax.train.TrainState`.
       config: the run's JSON-serialisable config; should hold ``"model"`` (see
-        :func:`model_config`) for :func:`load_model`.
+        :func:`mrijax.models.model_config`) for :func:`mrijax.models.load`.
       best: write ``best`` instead of ``latest``.
       metrics: JSON-able extras stored in ``meta.json``.
       include_opt_state: also store ``opt_state``, ``step`` and ``rng`` (needed to resume;
@@ -204,8 +180,8 @@ def save(directory, state, config: Mapping[str, Any], *, best: bool = False,
     """
     directory = os.fspath(directory)
     try:
-        config_text = json.dumps(_jsonable(config), sort_keys=True)
-        json.dumps(_jsonable(metrics or {}))
+        config_text = json.dumps(to_jsonable(config, strict=False), sort_keys=True)
+        json.dumps(to_jsonable(metrics or {}, strict=False))
     except (TypeError, ValueError) as e:
         raise TypeError(f"checkpoint config and metrics must be JSON-serialisable: {e}") from e
     which = BEST if best else LATEST
@@ -303,8 +279,8 @@ def config_differences(stored: Mapping, requested: Mapping,
                        ignore: Tuple[str, ...] = RESUME_MAY_CHANGE) -> Dict[str, Tuple[Any, Any]]:
     """``{dotted key: (stored, requested)}`` for every differing key not in ``ignore``
     (compared after a JSON round trip, so tuples equal lists)."""
-    a = _flatten(json.loads(json.dumps(_jsonable(stored))))
-    b = _flatten(json.loads(json.dumps(_jsonable(requested))))
+    a = _flatten(json.loads(json.dumps(to_jsonable(stored, strict=False))))
+    b = _flatten(json.loads(json.dumps(to_jsonable(requested, strict=False))))
     missing = object()
     diffs = {}
     for key in sorted(set(a) | set(b)):
@@ -316,7 +292,7 @@ def config_differences(stored: Mapping, requested: Mapping,
     return diffs
 
 
-def _check_same_structure(path, template, restored):
+def check_same_structure(path, template, restored):
     t_leaves, t_def = jax.tree_util.tree_flatten(template)
     r_leaves, r_def = jax.tree_util.tree_flatten(restored)
     if t_def != r_def:
@@ -371,7 +347,7 @@ def restore(directory, template, *, config: Optional[Mapping[str, Any]] = None,
                 "Use another checkpoint directory, or the stored settings.")
     if not meta.get("has_train_state", False):
         raise CheckpointError(f"the checkpoint at {path} holds parameters only (no optimiser state); "
-                              "it can be loaded with load_model but not resumed")
+                              "it can be loaded with mrijax.models.load but not resumed")
     params = _orbax_restore(os.path.join(path, "params"))
     rest = _orbax_restore(os.path.join(path, "train_state"))
     if not isinstance(rest, Mapping) or not {"opt_state", "step", "rng"} <= set(rest):
@@ -381,8 +357,8 @@ def restore(directory, template, *, config: Optional[Mapping[str, Any]] = None,
         opt_state = serialization.from_state_dict(template.opt_state, rest["opt_state"])
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"the checkpoint at {path} does not fit this model/optimiser: {e}") from e
-    _check_same_structure(path, template.params, params)
-    _check_same_structure(path, template.opt_state, opt_state)
+    check_same_structure(path, template.params, params)
+    check_same_structure(path, template.opt_state, opt_state)
 
     def like(t, r):
         return jax.numpy.asarray(np.asarray(r).astype(_dtype(t)))
@@ -402,49 +378,3 @@ def load_params(directory, which: Optional[str] = None):
     path = checkpoint_path(directory, which)
     params = _orbax_restore(os.path.join(path, "params"))
     return jax.tree_util.tree_map(jax.numpy.asarray, params)
-
-
-def load_model(directory, which: Optional[str] = None):
-    """Rebuild a trained model from its checkpoint: ``(model, params, config)``.
-
-    The model class and its keyword arguments come from the stored config; the parameters
-    are restored as JAX arrays on the default device (CPU-only machines work).
-
-    Args:
-      directory: a run directory (``best`` preferred, else ``latest``) or a checkpoint folder.
-      which: ``"latest"``, ``"best"`` or ``None``.
-
-    Raises:
-      FileNotFoundError: no checkpoint at ``directory``.
-      CheckpointError: corrupt checkpoint, unknown model class, or parameters that do not
-        fit the rebuilt model.
-
-    Example::
-
-      model, params, config = mrijax.checkpoint.load_model("checkpoints/cascade_gaussian33")
-      x = model.apply(params, x_zf, k0, mask)
-    """
-    path = checkpoint_path(directory, which)
-    config = _read_json(os.path.join(path, "config.json"))
-    model = build_model(config)
-    params = load_params(path)
-    _check_params_fit(path, model, params, config)
-    return model, params, config
-
-
-def _check_params_fit(path, model, params, config):
-    """Compare shapes with ``model.init`` traced abstractly (no compute) when the config says
-    how to build inputs (``config["data"]["size"]``); otherwise trust the checkpoint."""
-    size = (config.get("data") or {}).get("size")
-    if not size:
-        return
-    import jax.numpy as jnp
-    try:
-        if type(model).__name__ == "Automap":
-            shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, model.m), jnp.complex64)))
-        else:
-            x = jnp.zeros((1, size, size), jnp.complex64)
-            shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, x, jnp.ones((size, size), bool)))
-    except Exception:  # a custom model with another call signature: nothing to compare against
-        return
-    _check_same_structure(path, shapes, params)

@@ -23,12 +23,9 @@ second-order total generalised variation (below).
   default the coarse approximation band is not penalised (``penalise_approximation``),
   since it holds the image's non-sparse low-pass content.  With ``tv=0`` that leaves the
   regulariser blind to the whole approximation space, and the constrained minimiser moves
-  detail into that free band wherever the unsampled frequencies allow it.  Measured on an MNI
-  axial slice at 128 x 128, 33 % lines, db4, 3 levels, 3000 iterations: its detail l1 is 397
-  against 568 for the true image and its PSNR 15.1 dB against 20.2 dB for zero filling; two
-  starts converge to images 1.7 % apart with equal objective (a flat valley).  With
-  ``penalise_approximation=True``: 22.2 dB, and the starts agree to 1e-5.  :func:`reconstruct`
-  warns when ``tv=0`` leaves the band free.
+  detail into that free band wherever the unsampled frequencies allow it, landing below zero
+  filling (measured in ``docs/results/cs_tuning.md``).  :func:`reconstruct` warns when ``tv=0``
+  leaves the band free.
 
 * ``TGV`` (``tgv`` given; Bredies, Kunisch & Pock 2010; for MRI Knoll et al. 2011) replaces
   ``tv * TV(x)`` by ``min_w tv * sum |grad x - w| + tgv * sum |E w|`` over vector fields
@@ -41,10 +38,7 @@ second-order total generalised variation (below).
   TV's minimiser (tested).  The solver minimises jointly
   over ``(x, w)`` and returns ``w`` as ``info["tgv_field"]``.  Use ``tgv = 2 * tv``,
   ``step_balance=0.1`` and ``iters=200`` (brain slices; 400 or more for piecewise-constant
-  phantoms) (``python bench/cs.py tune-tgv``, figures in :data:`TUNING_TGV`).  On the tuning set
-  TGV did not beat TV (brain slices +7.8 dB over zero filling against TV's +8.5; the
-  piecewise-constant phantoms favour TV); on a piecewise-affine 32 x 32 phantom it gains 6-17 dB
-  over TV (the tests ask for 3).
+  phantoms), as ``python bench/cs.py tune-tgv`` found (``docs/results/cs_tuning.md``).
 
 Algorithm.  Chambolle-Pock's primal-dual hybrid gradient (PDHG, Chambolle & Pock 2011)
 with ``K = [grad; W]`` (plus ``A`` with coil maps), ``theta = 1``::
@@ -86,11 +80,7 @@ with ``c = 0.1`` (block-diagonal preconditioning, Pock & Chambolle 2011, which c
 form in ``(||x||, ||w||)`` whose top eigenvalue is
 ``L^2 = (a^2 + c + 8 + sqrt((a^2 - c - 8)^2 + 32 c)) / 2`` (``c = 1``, no wavelet or coils:
 Bredies' ``(17 + sqrt(33)) / 2``), and ``tau``, ``sigma`` are set from it as above.  The
-smaller field step converges much faster than ``c = 1``: on the 8 brain problems of the tuning
-set (``tgv = 2 tv``, ``step_balance=0.1``) the objective's gap to a 3000-iteration reference after
-100 / 200 / 400 iterations is 17.8 / 5.0 / 0.7 against 59.6 / 24.4 / 7.7 (c = 0.25 and 0.03 fall
-between; c = 4 is slower), and ``python bench/cs.py tune-tgv`` has the phantoms gain 31.9 dB over
-zero filling after 400 iterations against 22.6.
+smaller field step converges several times faster than ``c = 1`` (``docs/results/cs_tuning.md``).
 
 Scaling ``tau`` by ``1/w`` and ``sigma`` by ``w`` makes the iterates of the constrained
 problem depend only on the *ratio* ``tv : wavelet_weight`` (whose minimiser is invariant
@@ -116,30 +106,12 @@ path supports forward-mode (``jvp``) but **not reverse-mode** differentiation (J
 raises an error).
 
 Defaults (:data:`DEFAULTS`: ``tv=1e-3``, ``wavelet_weight=1e-4``, ``wavelet="db4"``,
-``levels=3``, ``iters=100``, ``step_balance=0.2``) were tuned once with::
+``levels=3``, ``iters=100``, ``step_balance=0.2``) maximise the PSNR gain over zero filling
+on 16 phantom and brain problems (``python bench/cs.py tune``; grid and figures in
+``docs/results/cs_tuning.md``); 100 iterations keep attacks cheap.
 
-    python bench/cs.py tune
-
-on 16 problems: 128x128 Shepp-Logan, three random-ellipse images and four MNI152 axial
-brain slices (``mni_slices(128, count=4)``), each at 25% and 33% sampling
-(``masks.gaussian_lines(shape, 4 or 3, sample_n=10, seed)``), scoring the PSNR gain over
-zero filling (``PSNR = 10 log10(max|ref|^2 / mean((|x| - |ref|)^2))`` on magnitudes).
-The constrained grid was ``iters`` in {100, 200} x ``step_balance`` in
-{0.1, 0.2, 0.3, 1} x ``wavelet_weight / tv`` in {0, 0.05, 0.1, 0.2, 0.5}; then the
-absolute ``tv`` of the penalised form in {3e-4 ... 3e-2} at ratio 0.1.  The brain gain
-is flat (7.6-8.7 dB) over the grid, the phantom gain prefers a little wavelet
-sparsity, ``step_balance`` 0.1-0.3 and more iterations; 100 iterations keep the
-cost low for attacks (doubling them moves the brain gain by < 0.1 dB).  :data:`TUNING` holds the
-figures.  Below 128x128 CS gains less: at 64x64 and 25% the gain on Shepp-Logan is
-2.4 dB for one mask (33%: 8.5 dB or more).
-
-Iterations and stability.  ``iters`` also sets how stable the map is.  On the README's
-D5-C5 case (``python -m experiments.cs_stability --perturbations=... --setting=constrained:iters=N``,
-MNI slice at 128x128, 33% lines) the attack run against the solver finds output changes
-2.05 / 2.26 / 2.91 / 3.61 times those of random measurement noise of the same norm after
-N = 15 / 20 / 50 / 100 iterations, for +3.3 / +4.4 / +8.0 / +9.9 dB over zero filling:
-stopping early is the regularisation that keeps CS's own worst case near that of noise,
-at the cost of accuracy (20 iterations still gain >= 3.5 dB on every tuning problem).
+Iterations and stability.  ``iters`` also sets how stable the map is: stopping early trades
+accuracy for stability (``docs/results/cs_stability.md``).
 
 Example::
 
@@ -150,22 +122,22 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import numbers
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from mrijax import fourier, wavelets
-from mrijax._checks import check_coil_maps, check_image, check_mask, complex_dtype_for
+from mrijax import fourier, operators, wavelets
+from mrijax._checks import check_coil_maps, check_image, check_int, check_mask, complex_dtype_for, is_concrete
 
 __all__ = [
     "DEFAULTS",
-    "TUNING",
-    "TUNING_TGV",
     "gradient",
     "gradient_adjoint",
     "total_variation",
@@ -179,58 +151,10 @@ __all__ = [
     "reconstruction_map",
 ]
 
-#: Default keyword arguments of :func:`reconstruct` (tuned, see the module docstring).
+#: Default keyword arguments of :func:`reconstruct` (tuned: ``docs/results/cs_tuning.md``).
 DEFAULTS = dict(tv=1e-3, wavelet_weight=1e-4, wavelet="db4", levels=3, iters=100, step_balance=0.2)
 
-#: The figures behind :data:`DEFAULTS` (``python bench/cs.py tune``, CPU, float32): mean PSNR
-#: gain over zero filling in dB on 8 phantom and 8 brain problems (zero filling: 23.5 / 23.0 dB).
-TUNING = """
-constrained, 128x128          ratio=wavelet_weight/tv   phantoms   brain   min
-  iters 100  step_balance 0.1  ratio 0.0                   21.89     8.35   6.23
-  iters 100  step_balance 0.1  ratio 0.1                   22.93     8.13   5.88
-  iters 100  step_balance 0.2  ratio 0.0                   20.22     8.63   6.49
-  iters 100  step_balance 0.2  ratio 0.1  (default)        22.42     8.53   6.37
-  iters 100  step_balance 0.2  ratio 0.5                   20.79     7.63   5.38
-  iters 100  step_balance 0.3  ratio 0.1                   21.81     8.44   6.33
-  iters 100  step_balance 1.0  ratio 0.1                   20.73     7.89   5.92
-  iters 200  step_balance 0.1  ratio 0.1                   30.35     8.48   6.37
-  iters 200  step_balance 0.2  ratio 0.1                   29.07     8.47   6.37
-penalised, ratio 0.1, 100 iterations
-  tv 3e-4                                                  22.38     8.52   6.37
-  tv 1e-3  (default)                                       22.15     8.52   6.37
-  tv 1e-2                                                  17.97     8.17   6.22
-  tv 3e-2                                                  13.53     7.11   5.65
-defaults at other sizes (per problem, phantoms | brain slices)
-  64x64,   25%:  2.40  9.88 10.43  7.29 |  4.41  4.06  3.06  4.30
-  64x64,   33%:  8.54 12.50 14.17 12.06 |  5.26  5.80  5.22  5.38
-  256x256, 25%: 17.65 16.29  9.14 10.85 |  9.78 10.55 13.02 11.64
-  256x256, 33%: 16.46 18.58  8.54 10.43 | 11.00 10.70 12.12 11.93
-"""
-
-#: The figures behind the TGV advice (``python bench/cs.py tune-tgv``, CPU, float32), the same 16
-#: problems as :data:`TUNING`: constrained, ``wavelet_weight = 0.1 tv``, ``tgv = ratio * tv``.
-TUNING_TGV = """
-                                         phantoms   brain   min   (mean PSNR gain over zero filling, dB)
-  TV        iters  100  step_balance 0.2    22.42     8.53   6.37
-  TV        iters  400  step_balance 0.2    37.02     8.48   6.37
-  TV        iters 1600  step_balance 0.2    47.68     8.48   6.37
-  TGV 2.0   iters  100  step_balance 0.1    21.44     7.23   5.13
-  TGV 2.0   iters  100  step_balance 0.2    21.38     7.80   5.51
-  TGV 2.0   iters  200  step_balance 0.1    27.52     7.79   5.41
-  TGV 2.0   iters  200  step_balance 0.2    25.15     7.86   5.48
-  TGV 2.0   iters  400  step_balance 0.1    31.91     7.85   5.45
-  TGV 2.0   iters  400  step_balance 0.2    31.05     7.84   5.45
-  TGV 2.0   iters 1600  step_balance 0.1    45.17     7.85   5.45
-  TGV 1.0   iters  400  step_balance 0.1    29.74     6.09   4.23
-  TGV 1.5   iters  400  step_balance 0.1    32.77     7.37   5.00
-  TGV 3.0   iters  400  step_balance 0.1    30.99     8.27   5.98
-  TGV 5.0   iters  400  step_balance 0.1    30.79     8.45   6.36
-  TGV 10.0  iters  400  step_balance 0.1    30.79     8.46   6.36
-(field step c = 0.1.  With c = 1, before 2026-12-01's third session, TGV 2.0 at step_balance 0.1
-gained 14.51 / 18.47 / 22.59 / 36.15 dB on the phantoms and 6.48 / 7.68 / 7.80 / 7.83 on the brain
-after 100 / 200 / 400 / 1600 iterations.  Ratio >= 5: the second-order dual constraint never binds
-here, the gains barely depend on the ratio, and the iterates converge to TV's minimiser, w -> 0)
-"""
+# The tuning figures behind DEFAULTS and the TGV advice: docs/results/cs_tuning.md.
 
 _BOUNDARIES = ("neumann", "periodic")
 _GRAD_NORM_SQ = 8.0  # ||grad||^2 <= 4 + 4 for forward differences (either boundary)
@@ -376,14 +300,6 @@ def wavelet_l1(x, wavelet: str = "db4", levels: int = 3, penalise_approximation:
 # ----------------------------------------------------------------------------- checks
 
 
-def _is_concrete(v):
-    try:
-        np.asarray(v)
-        return True
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return False
-
-
 def _check_weight(name, value):
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a number, got {value!r}")
@@ -393,7 +309,7 @@ def _check_weight(name, value):
         return
     if not hasattr(value, "shape") or np.ndim(value) != 0:
         raise TypeError(f"{name} must be a scalar (a number or a 0-d array), got {value!r}")
-    if _is_concrete(value):
+    if is_concrete(value):
         v = float(np.asarray(value))
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be finite and >= 0, got {v}")
@@ -402,12 +318,6 @@ def _check_weight(name, value):
 def _is_zero(value):
     # Statically zero: the term and its dual variable are dropped from the iteration.
     return isinstance(value, numbers.Real) and value == 0
-
-
-def _check_positive_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_inputs(k0, mask, coil_maps, wavelet, levels, boundary):
@@ -508,11 +418,146 @@ def _tgv_norm_sq(first_order_norm_sq, field_step):
                   + jnp.sqrt((first_order_norm_sq - second) ** 2 + 4 * c * _GRAD_NORM_SQ))
 
 
-def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, iters, constrained, tol,
-           boundary, step_balance, penalise_approximation, checkpoint, normalize, x0, history=False, delta=0,
-           tgv_weight=None):
+@dataclasses.dataclass(frozen=True)
+class _SolverConfig:
+    """Every static choice of the PDHG solver, in one hashable value: jit's one static argument.
+
+    :func:`reconstruct` builds it from its checked keywords; equal configs share one compiled
+    solver.  The ``use_*`` flags say which terms the iteration carries.  A weight that is
+    statically zero (a Python number ``0``) drops its term and its dual variable.  A traced
+    weight keeps both, even if its value turns out to be 0.
+    """
+
+    wavelet: str                  # a name of mrijax.wavelets.WAVELETS, lower case
+    levels: int                   # wavelet levels, checked against the image size
+    iters: int                    # PDHG iterations (the most, with tol)
+    tol: float | None             # None: fixed iters (lax.scan); else the relative-change stop (lax.while_loop)
+    constrained: bool             # A x = k0 (or the delta ball) rather than the penalty 1/2 ||A x - k0||^2
+    boundary: str                 # "neumann" or "periodic", for grad and E
+    step_balance: float           # tau against sigma (module docstring, "Step sizes")
+    penalise_approximation: bool  # the wavelet approximation band is in the l1 term
+    checkpoint: bool              # rematerialise each iteration in reverse mode (tol=None)
+    normalize: bool               # solve on k0 / data_scale(k0)
+    history: bool                 # record the objective after each iteration (tol=None)
+    use_tv: bool                  # the TV term (with TGV: its first-order term), dual p
+    use_wavelet: bool             # the wavelet-l1 term, dual q
+    use_delta: bool               # constrained to ||A x - k0|| <= delta ||k0|| instead of A x = k0
+    use_tgv: bool                 # second-order TGV replaces TV: field w, dual r (needs use_tv)
+
+
+class _PDHGState(NamedTuple):
+    """One PDHG iterate: the pytree ``lax.scan`` / ``lax.while_loop`` carry.
+
+    Primal: the image ``x`` and its extrapolation ``xbar = 2 x_new - x_old``, ``(..., H, W)``;
+    with TGV also the field ``w`` and ``wbar`` likewise, ``(..., 2, H, W)``.  Dual: ``p``
+    ``(..., 2, H, W)`` for ``grad x`` (``grad x - w`` with TGV), ``q`` ``(..., H, W)`` for the
+    wavelet coefficients ``W x``, ``z`` ``(..., C, H, W)`` for the coil k-space ``A x`` (coil
+    maps only), ``r`` ``(..., 3, H, W)`` for ``E w`` (TGV).  A field whose term is off is
+    ``None``, an empty pytree node that tree maps and loops pass over.
+    """
+
+    x: jax.Array
+    xbar: jax.Array
+    p: jax.Array | None = None
+    q: jax.Array | None = None
+    z: jax.Array | None = None
+    w: jax.Array | None = None
+    wbar: jax.Array | None = None
+    r: jax.Array | None = None
+
+
+def _step_sizes(config, tv_weight, wavelet_weight, coil_maps, rdtype):
+    """``(tau, sigma)``, shape ``(..., 1, 1)``, from the bound on ``||K||^2`` (module docstring, "Step sizes")."""
+    norm_sq = (_GRAD_NORM_SQ if config.use_tv else 0.0) + (1.0 if config.use_wavelet else 0.0)
+    norm_sq = jnp.full((1, 1), norm_sq, rdtype)  # (..., 1, 1) like the per-problem coil bound
+    if coil_maps is not None:
+        sens = jnp.sum(jnp.real(coil_maps * jnp.conj(coil_maps)), axis=-3)
+        norm_sq = norm_sq + jnp.max(sens, axis=(-2, -1), keepdims=True)
+    if config.use_tgv:
+        norm_sq = _tgv_norm_sq(norm_sq, _TGV_FIELD_STEP)
+    op_norm = jnp.sqrt(jnp.maximum(norm_sq, jnp.asarray(1e-12, rdtype)))
+    weight_scale = tv_weight + wavelet_weight
+    weight_scale = jnp.where(weight_scale > 0, weight_scale, jnp.ones((), rdtype))
+    tau = config.step_balance / (weight_scale * op_norm)
+    sigma = _SAFETY * weight_scale / (config.step_balance * op_norm)
+    return tau, sigma
+
+
+def _relative_change(x_new, x_old):
+    """``||x_new - x_old|| / ||x_new||`` per image (0 / 0 counts as 0)."""
+    diff = jnp.sqrt(jnp.sum(jnp.real((x_new - x_old) * jnp.conj(x_new - x_old)), axis=(-2, -1)))
+    size = jnp.sqrt(jnp.sum(jnp.real(x_new * jnp.conj(x_new)), axis=(-2, -1)))
+    return diff / jnp.maximum(size, jnp.finfo(x_new.dtype).tiny)
+
+
+def _iterate_fixed(step, state, config, objective_of):
+    """``config.iters`` steps in a ``lax.scan``: ``(state, count, change, trace)``.
+
+    ``trace`` is ``objective_of`` of each iterate when ``config.history`` (else ``None``).
+    """
+    body = jax.checkpoint(step) if config.checkpoint else step
+
+    def scan_body(s, _):
+        s = body(s)
+        return s, (objective_of(s) if config.history else None)
+
+    batch_shape = state.x.shape[:-2]
+    state, trace = lax.scan(scan_body, state, None, length=config.iters)
+    # xbar = 2 x_new - x_old, so x_new - x_old = xbar - x_new: the last change for free.
+    if config.iters:
+        change = _relative_change(state.x, 2 * state.x - state.xbar)
+    else:
+        change = jnp.zeros(batch_shape, jnp.finfo(state.x.dtype).dtype)
+    count = jnp.full(batch_shape, config.iters, jnp.int32)
+    return state, count, change, trace
+
+
+def _iterate_until(step, state, config):
+    """Steps in a ``lax.while_loop`` until every problem's relative change is below ``config.tol``.
+
+    At most ``config.iters``; a problem that has converged keeps its state while the others
+    go on.  Returns ``(state, count, change)``.
+    """
+    batch_shape = state.x.shape[:-2]
+
+    def cond(carry):
+        n, _, done, _, _ = carry
+        return (n < config.iters) & ~jnp.all(done)
+
+    def while_body(carry):
+        n, old, done, count, change = carry
+        new = step(old)
+        new_change = _relative_change(new.x, old.x)
+
+        def select(a_new, a_old):  # frozen (done) problems keep their state
+            k = done.reshape(done.shape + (1,) * (a_new.ndim - done.ndim))
+            return jnp.where(k, a_old, a_new)
+
+        state = jax.tree_util.tree_map(select, new, old)
+        change = jnp.where(done, change, new_change)
+        count = jnp.where(done, count, count + 1)
+        return n + 1, state, done | (new_change < config.tol), count, change
+
+    carry = (jnp.asarray(0, jnp.int32), state, jnp.zeros(batch_shape, bool),
+             jnp.zeros(batch_shape, jnp.int32), jnp.full(batch_shape, jnp.inf, jnp.finfo(state.x.dtype).dtype))
+    _, state, _, count, change = lax.while_loop(cond, while_body, carry)
+    return state, count, change
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _solve(config, k0, mask, coil_maps, x0, tv_weight, wavelet_weight, delta, tgv_weight):
+    """The PDHG solver behind :func:`reconstruct` (module docstring): ``(image, info)``.
+
+    ``config`` is a :class:`_SolverConfig` holding every static choice, and is jit's only static
+    argument.  The arrays ``k0``, ``mask``, ``coil_maps`` and ``x0`` (either may be ``None``)
+    are traced, and so are the weights ``tv_weight``, ``wavelet_weight``, ``delta`` and
+    ``tgv_weight`` (``None`` without TGV).  A weight whose ``config.use_*`` flag is off is
+    ignored; it counts as 0 in the step sizes.  Each iteration maps one :class:`_PDHGState`
+    to the next.
+    """
     cdtype = complex_dtype_for(k0)
     rdtype = jnp.finfo(cdtype).dtype
+    boundary, wavelet, levels = config.boundary, config.wavelet, config.levels
     k0 = jnp.asarray(k0).astype(cdtype)
     mask = jnp.asarray(mask).astype(bool)
     multicoil = coil_maps is not None
@@ -521,162 +566,108 @@ def _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, i
     if multicoil:
         coil_maps = jnp.asarray(coil_maps).astype(cdtype)
 
-    use_tv = not _is_zero(tv_weight)
-    use_wavelet = not _is_zero(wavelet_weight)
-    use_tgv = tgv_weight is not None  # second-order TGV in place of TV (needs use_tv)
-    tv_weight = jnp.asarray(tv_weight, rdtype)
-    if use_tgv:
-        tgv_weight = jnp.asarray(tgv_weight, rdtype)
-    wavelet_weight = jnp.asarray(wavelet_weight, rdtype)
+    tv_weight = jnp.asarray(tv_weight if config.use_tv else 0, rdtype)
+    wavelet_weight = jnp.asarray(wavelet_weight if config.use_wavelet else 0, rdtype)
+    tgv_weight = jnp.asarray(tgv_weight, rdtype) if config.use_tgv else None
 
-    if normalize:
+    if config.normalize:
         scale = data_scale(k0, mask, coil_maps)[..., None, None]
     else:
         scale = jnp.ones(k0.shape[:-3] if multicoil else k0.shape[:-2], rdtype)[..., None, None]
     k0n = k0 / (scale[..., None, :, :] if multicoil else scale).astype(cdtype)
-    # Noise-aware constraint ||A x - k0|| <= delta ||k0|| (per problem; delta = 0: A x = k0).
-    use_delta = constrained and not _is_zero(delta)
-    if use_delta:
+    # Noise-aware constraint ||A x - k0|| <= delta ||k0|| (per problem; off: A x = k0).
+    if config.use_delta:
         data_axes = (-3, -2, -1) if multicoil else (-2, -1)
         data_radius = jnp.asarray(delta, rdtype) * jnp.sqrt(
             jnp.sum(jnp.real(k0n * jnp.conj(k0n)), axis=data_axes, keepdims=True))
 
-    # Step sizes from the operator norms (module docstring).
-    norm_sq = (_GRAD_NORM_SQ if use_tv else 0.0) + (1.0 if use_wavelet else 0.0)
-    norm_sq = jnp.full((1, 1), norm_sq, rdtype)  # (..., 1, 1) like the per-problem coil bound
-    if multicoil:
-        sens = jnp.sum(jnp.real(coil_maps * jnp.conj(coil_maps)), axis=-3)
-        norm_sq = norm_sq + jnp.max(sens, axis=(-2, -1), keepdims=True)
-    if use_tgv:
-        norm_sq = _tgv_norm_sq(norm_sq, _TGV_FIELD_STEP)
-    op_norm = jnp.sqrt(jnp.maximum(norm_sq, jnp.asarray(1e-12, rdtype)))
-    weight_scale = tv_weight + wavelet_weight
-    weight_scale = jnp.where(weight_scale > 0, weight_scale, jnp.ones((), rdtype))
-    tau = step_balance / (weight_scale * op_norm)
-    sigma = _SAFETY * weight_scale / (step_balance * op_norm)
+    tau, sigma = _step_sizes(config, tv_weight, wavelet_weight, coil_maps, rdtype)
     tau_c = tau.astype(cdtype)
     sigma_c = sigma.astype(cdtype)
     sigma_coil = sigma_c[..., None, :, :] if multicoil else None
+    sigma_field = sigma_c[..., None, :, :]
+    tau_field = tau_c[..., None, :, :]
+    tau_w = tau_field * _TGV_FIELD_STEP
+    sigma_r = sigma_field / _TGV_FIELD_STEP
 
-    coefficient_weights = jnp.asarray(_coefficient_weights(k0.shape, levels, penalise_approximation), rdtype)
+    coefficient_weights = jnp.asarray(_coefficient_weights(k0.shape, levels, config.penalise_approximation), rdtype)
     wavelet_radius = wavelet_weight * coefficient_weights
 
     def prox_g(v):
         if multicoil:
             return v
         k = fourier.fft2c(v)
-        if use_delta:   # F is unitary: project the sampled entries onto the ball around k0
+        if config.use_delta:   # F is unitary: project the sampled entries onto the ball around k0
             k = jnp.where(mask, k0n + _project_ball(jnp.where(mask, k - k0n, 0), data_radius, axis=(-2, -1)), k)
-        elif constrained:
+        elif config.constrained:
             k = jnp.where(mask, k0n, k)
         else:
             k = jnp.where(mask, (k + tau_c * k0n) / (1 + tau_c), k)
         return fourier.ifft2c(k)
 
-    sigma_field = sigma_c[..., None, :, :]
-    tau_field = tau_c[..., None, :, :]
-    tau_w = tau_field * _TGV_FIELD_STEP
-    sigma_r = sigma_field / _TGV_FIELD_STEP
-
-    def step(state):
-        x, xbar, p, q, z, w, wbar, r = state
-        update = jnp.zeros_like(x)
-        if use_tv:
-            dual_input = gradient(xbar, boundary) - wbar if use_tgv else gradient(xbar, boundary)
-            p = _project_ball(p + sigma_field * dual_input, tv_weight, axis=-3)
-            update = update + gradient_adjoint(p, boundary)
-        if use_tgv:
-            r = _project_ball(r + sigma_r * symmetrized_gradient(wbar, boundary), tgv_weight, axis=-3)
+    def step(s):
+        update = jnp.zeros_like(s.x)
+        if config.use_tv:
+            dual_input = gradient(s.xbar, boundary) - s.wbar if config.use_tgv else gradient(s.xbar, boundary)
+            s = s._replace(p=_project_ball(s.p + sigma_field * dual_input, tv_weight, axis=-3))
+            update = update + gradient_adjoint(s.p, boundary)
+        if config.use_tgv:
+            r = _project_ball(s.r + sigma_r * symmetrized_gradient(s.wbar, boundary), tgv_weight, axis=-3)
             # The field has no term of its own in G: a plain gradient step, then extrapolation.
-            w_new = w - tau_w * (symmetrized_gradient_adjoint(r, boundary) - p)
-            w, wbar = w_new, 2 * w_new - w
-        if use_wavelet:
-            q = _project_ball(q + sigma_c * wavelets.forward(xbar, wavelet, levels), wavelet_radius)
-            update = update + wavelets.inverse(q, wavelet, levels)
+            w = s.w - tau_w * (symmetrized_gradient_adjoint(r, boundary) - s.p)
+            s = s._replace(r=r, w=w, wbar=2 * w - s.w)
+        if config.use_wavelet:
+            s = s._replace(q=_project_ball(s.q + sigma_c * wavelets.forward(s.xbar, wavelet, levels), wavelet_radius))
+            update = update + wavelets.inverse(s.q, wavelet, levels)
         if multicoil:
-            v = z + sigma_coil * fourier.forward(xbar, mask, coil_maps)
-            if use_delta:   # Moreau: prox of the conjugate of the indicator of the ball around k0
+            v = s.z + sigma_coil * fourier.forward(s.xbar, mask, coil_maps)
+            if config.use_delta:   # Moreau: prox of the conjugate of the indicator of the ball around k0
                 z = v - sigma_coil * (k0n + _project_ball(v / sigma_coil - k0n, data_radius, axis=data_axes))
             else:
                 z = v - sigma_coil * k0n
-                if not constrained:
+                if not config.constrained:
                     z = z / (1 + sigma_coil)
+            s = s._replace(z=z)
             update = update + fourier.adjoint(z, mask, coil_maps)
-        x_new = prox_g(x - tau_c * update)
-        return x_new, 2 * x_new - x, p, q, z, w, wbar, r
+        x = prox_g(s.x - tau_c * update)
+        return s._replace(x=x, xbar=2 * x - s.x)
 
     x_init = _zero_filled(k0n, mask, coil_maps)
     if x0 is not None:
         x_init = jnp.broadcast_to(jnp.asarray(x0).astype(cdtype) / scale.astype(cdtype), x_init.shape)
     x_init = prox_g(x_init)
-    batch_image_shape = x_init.shape
-    field_shape = batch_image_shape[:-2] + (2,) + batch_image_shape[-2:]   # p and w
-    p_init = jnp.zeros(field_shape, cdtype) if use_tv else None
-    q_init = jnp.zeros(batch_image_shape, cdtype) if use_wavelet else None
-    z_init = jnp.zeros(jnp.broadcast_shapes(k0.shape, coil_maps.shape), cdtype) if multicoil else None
-    w_init = jnp.zeros(field_shape, cdtype) if use_tgv else None
-    r_init = jnp.zeros(batch_image_shape[:-2] + (3,) + batch_image_shape[-2:], cdtype) if use_tgv else None
-    state = (x_init, x_init, p_init, q_init, z_init, w_init, w_init, r_init)
+    batch_shape = x_init.shape[:-2]
 
-    def relative_change(x_new, x_old):
-        diff = jnp.sqrt(jnp.sum(jnp.real((x_new - x_old) * jnp.conj(x_new - x_old)), axis=(-2, -1)))
-        size = jnp.sqrt(jnp.sum(jnp.real(x_new * jnp.conj(x_new)), axis=(-2, -1)))
-        return diff / jnp.maximum(size, jnp.finfo(rdtype).tiny)
+    def zeros(components):  # a dual or field variable, (..., components, H, W)
+        return jnp.zeros(batch_shape + (components,) + x_init.shape[-2:], cdtype)
 
-    def normalized_objective(x, w):
+    w_init = zeros(2) if config.use_tgv else None
+    state = _PDHGState(
+        x=x_init, xbar=x_init,
+        p=zeros(2) if config.use_tv else None,
+        q=jnp.zeros(x_init.shape, cdtype) if config.use_wavelet else None,
+        z=jnp.zeros(jnp.broadcast_shapes(k0.shape, coil_maps.shape), cdtype) if multicoil else None,
+        w=w_init, wbar=w_init,
+        r=zeros(3) if config.use_tgv else None)
+
+    def objective_of(s):
         # The public objective of the problem solved (k0 / scale), constraint excluded.
-        return objective(x, k0n, mask, tv=tv_weight, wavelet_weight=wavelet_weight, wavelet=wavelet, levels=levels,
-                         boundary=boundary, coil_maps=coil_maps, constrained=constrained,
-                         penalise_approximation=penalise_approximation, tgv=tgv_weight if use_tgv else None,
-                         tgv_field=w)
+        return objective(s.x, k0n, mask, tv=tv_weight, wavelet_weight=wavelet_weight, wavelet=wavelet, levels=levels,
+                         boundary=boundary, coil_maps=coil_maps, constrained=config.constrained,
+                         penalise_approximation=config.penalise_approximation, tgv=tgv_weight, tgv_field=s.w)
 
-    batch_shape = batch_image_shape[:-2]
     info = {}
-    if tol is None:
-        body = jax.checkpoint(step) if checkpoint else step
-
-        def scan_body(carry, _):
-            carry = body(carry)
-            return carry, (normalized_objective(carry[0], carry[5]) if history else None)
-
-        state, trace = lax.scan(scan_body, state, None, length=iters)
-        # xbar = 2 x_new - x_old, so x_new - x_old = xbar - x_new: the last change for free.
-        change = relative_change(state[0], 2 * state[0] - state[1]) if iters else jnp.zeros(batch_shape, rdtype)
-        count = jnp.full(batch_shape, iters, jnp.int32)
-        if history:
-            info["objective"] = jnp.concatenate([normalized_objective(x_init, w_init)[None], trace], axis=0)
+    if config.tol is None:
+        final, count, change, trace = _iterate_fixed(step, state, config, objective_of)
+        if config.history:
+            info["objective"] = jnp.concatenate([objective_of(state)[None], trace], axis=0)
     else:
-        def cond(carry):
-            n, _, done, _, _ = carry
-            return (n < iters) & ~jnp.all(done)
+        final, count, change = _iterate_until(step, state, config)
 
-        def while_body(carry):
-            n, st, done, count, change = carry
-            new = step(st)
-            new_change = relative_change(new[0], st[0])
-            keep = done  # frozen problems keep their state
-
-            def select(a_new, a_old):
-                if a_new is None:
-                    return None
-                k = keep.reshape(keep.shape + (1,) * (a_new.ndim - keep.ndim))
-                return jnp.where(k, a_old, a_new)
-
-            st = tuple(select(a, b) for a, b in zip(new, st))
-            change = jnp.where(keep, change, new_change)
-            count = jnp.where(keep, count, count + 1)
-            done = done | (new_change < tol)
-            return n + 1, st, done, count, change
-
-        carry = (jnp.asarray(0, jnp.int32), state, jnp.zeros(batch_shape, bool),
-                 jnp.zeros(batch_shape, jnp.int32), jnp.full(batch_shape, jnp.inf, rdtype))
-        _, state, _, count, change = lax.while_loop(cond, while_body, carry)
-
-    x = state[0] * scale.astype(cdtype)
     info.update(iterations=count, relative_change=change)
-    if use_tgv:
-        info["tgv_field"] = state[5] * scale[..., None, :, :].astype(cdtype)
-    return x, info
+    if config.use_tgv:
+        info["tgv_field"] = final.w * scale[..., None, :, :].astype(cdtype)
+    return final.x * scale.astype(cdtype), info
 
 
 def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet_weight"],
@@ -690,7 +681,8 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
     Args:
       k0: measured centred k-space, ``(..., H, W)`` (one coil) or ``(..., C, H, W)`` with
         ``coil_maps``; values off the mask are ignored.  Leading axes are batch axes.
-      mask: centred sampling mask ``(H, W)`` or ``(..., H, W)`` (boolean or 0/1).
+      mask: a Cartesian or SENSE operator (:mod:`mrijax.operators`), or the centred sampling mask
+        ``(H, W)`` or ``(..., H, W)`` (boolean or 0/1).
       tv: weight of the isotropic total variation (``>= 0``; a number or 0-d array, so
         it may be traced).  ``0`` (a Python number) drops the term.
       wavelet_weight: weight of ``||W x||_1`` (same rules).
@@ -734,10 +726,11 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
     Raises:
       ValueError / TypeError: on bad shapes, names, weights or counts, before any work.
     """
+    mask, coil_maps = _mask_and_maps(mask, coil_maps)
     levels = _check_inputs(k0, mask, coil_maps, wavelet, levels, boundary)
     _check_weight("tv", tv)
     _check_weight("wavelet_weight", wavelet_weight)
-    iters = _check_positive_int("iters", iters, 0)
+    iters = check_int(iters, "iters", 0)
     if tol is not None:
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol > 0:
             raise ValueError(f"tol must be None or a positive number, got {tol!r}")
@@ -764,36 +757,36 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
                       "wavelet approximation band, and the minimiser moves detail into it (poor, possibly "
                       "non-unique solutions; see the mrijax.cs docstring). Pass penalise_approximation=True "
                       "or a tv > 0.", UserWarning, stacklevel=2)
-    x, info = _solve_jit(k0, mask, coil_maps, tv, wavelet_weight, wavelet=wavelet.lower(), levels=levels,
-                         iters=iters, constrained=bool(constrained), tol=tol, boundary=boundary,
-                         step_balance=float(step_balance), penalise_approximation=bool(penalise_approximation),
-                         checkpoint=bool(checkpoint), normalize=bool(normalize), x0=x0,
-                         static_tv_zero=_is_zero(tv), static_wavelet_zero=_is_zero(wavelet_weight),
-                         delta=delta, static_delta_zero=_is_zero(delta),
-                         history=bool(history), tgv_weight=tgv)
+    config = _SolverConfig(
+        wavelet=wavelet.lower(), levels=levels, iters=iters, tol=None if tol is None else float(tol),
+        constrained=bool(constrained), boundary=boundary, step_balance=float(step_balance),
+        penalise_approximation=bool(penalise_approximation), checkpoint=bool(checkpoint),
+        normalize=bool(normalize), history=bool(history), use_tv=not _is_zero(tv),
+        use_wavelet=not _is_zero(wavelet_weight), use_delta=bool(constrained) and not _is_zero(delta),
+        use_tgv=tgv is not None)
+    x, info = _solve(config, k0, mask, coil_maps, x0, tv, wavelet_weight, delta, tgv)
     return (x, info) if return_info else x
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "wavelet", "levels", "iters", "constrained", "tol", "boundary", "step_balance", "penalise_approximation",
-    "checkpoint", "normalize", "static_tv_zero", "static_wavelet_zero", "static_delta_zero", "history"))
-def _solve_jit(k0, mask, coil_maps, tv_weight, wavelet_weight, *, wavelet, levels, iters, constrained, tol,
-               boundary, step_balance, penalise_approximation, checkpoint, normalize, x0, static_tv_zero,
-               static_wavelet_zero, history, delta, static_delta_zero, tgv_weight):
-    # Zero weights are passed as traced values through jit; re-mark them as static zeros.
-    tv_weight = 0 if static_tv_zero else tv_weight
-    wavelet_weight = 0 if static_wavelet_zero else wavelet_weight
-    delta = 0 if static_delta_zero else delta
-    return _solve(k0, mask, coil_maps, tv_weight, wavelet_weight, wavelet=wavelet, levels=levels, iters=iters,
-                  constrained=constrained, tol=tol, boundary=boundary, step_balance=step_balance,
-                  penalise_approximation=penalise_approximation, checkpoint=checkpoint, normalize=normalize,
-                  x0=x0, history=history, delta=delta, tgv_weight=tgv_weight)
+def _mask_and_maps(operator, coil_maps):
+    """``(mask, coil_maps)`` of a Cartesian / SENSE operator, or of the mask conveniences."""
+    if operators.is_operator(operator):
+        if coil_maps is not None:
+            raise ValueError("coil_maps is given with an operator: build it with operators.sense(mask, coil_maps)")
+        if isinstance(operator, operators.Sense):
+            return operator.mask, operator.coil_maps
+        if isinstance(operator, operators.Cartesian):
+            return operator.mask, None
+        raise ValueError(f"compressed sensing here solves Cartesian and SENSE MRI; got a "
+                         f"{type(operator).__name__} operator")
+    return operator, coil_maps
 
 
 def reconstruction_map(mask, *, coil_maps=None, **kwargs):
-    """The pure function ``f(k_masked) -> image`` of :func:`reconstruct` for one mask, for attacks.
+    """The pure function ``f(k_masked) -> image`` of :func:`reconstruct` for one operator, for attacks.
 
-    ``mask`` (and ``coil_maps``, if given) are closed over; ``kwargs`` are those of
+    ``mask`` is a Cartesian or SENSE operator (:mod:`mrijax.operators`) or a centred mask
+    (with ``coil_maps``, SENSE); it is closed over; ``kwargs`` are those of
     :func:`reconstruct` (``return_info`` excluded).  ``f`` maps centred masked k-space
     ``(..., H, W)`` (``(..., C, H, W)`` with coil maps) to the complex image
     ``(..., H, W)``, and works under ``jit``, ``vmap`` and ``grad`` (reverse mode
@@ -805,8 +798,9 @@ def reconstruction_map(mask, *, coil_maps=None, **kwargs):
     if "return_info" in kwargs:
         raise TypeError("reconstruction_map returns images only; call reconstruct(..., return_info=True) "
                         "for the iteration counts")
+    mask, coil_maps = _mask_and_maps(mask, coil_maps)
     if not hasattr(mask, "shape"):
-        raise TypeError(f"mask must be an array, got {type(mask).__name__}")
+        raise TypeError(f"mask must be an array or an operator, got {type(mask).__name__}")
     mask = jnp.asarray(mask)
     if coil_maps is not None:
         coil_maps = jnp.asarray(coil_maps)

@@ -45,6 +45,10 @@ import jax.numpy as jnp
 
 from mrijax._checks import check_coil_maps, check_image, check_mask, complex_dtype_for
 
+__all__ = ["adjoint", "apply_mask", "fft2c", "forward", "from_uncentred_kspace", "from_uncentred_mask",
+           "gather", "ifft2c", "normal", "null_space_projection", "range_projection", "scatter",
+           "to_uncentred_kspace", "to_uncentred_mask", "zero_filled"]
+
 _AXES = (-2, -1)
 
 

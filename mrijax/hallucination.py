@@ -23,10 +23,9 @@ and of the "hallucination map" of a reconstruction error:
   and range parts of a drawn one).
 * Measuring transfer and amplification: :func:`transferred_fraction`,
   :func:`local_gain`, :func:`measurement_noise`.
-* Training networks on a few fixed pairs (the toy experiment of the paper's Fig. 2 and
-  the DL4IA tutorial): :func:`init_pair_fit`, :func:`fit_pairs`,
-  :func:`stacked_reconstructions`, :func:`squared_error_loss`.  Several independent
-  networks (e.g. one per visibility) are trained at once with ``vmap``.
+
+Training networks on a few fixed pairs (the toy experiment of the paper's Fig. 2) is
+:mod:`mrijax.pair_training`.
 
 Real and complex details.  ``A = P_Omega F`` is complex-linear, and the orthogonal
 projection onto its kernel, ``x - A* A x``, maps a real image to a *complex* one unless
@@ -53,18 +52,12 @@ compile their own steps).
 
 from __future__ import annotations
 
-import functools
-import math
-import numbers
-from typing import Any, Callable, NamedTuple, Optional
-
 import numpy as np
 import jax
 import jax.numpy as jnp
-import optax
 
-from mrijax import fourier
-from mrijax._checks import check_image, check_mask
+from mrijax import fourier, operators
+from mrijax._checks import check_image, check_mask, is_concrete
 
 __all__ = [
     "conjugate_mask",
@@ -78,11 +71,6 @@ __all__ = [
     "local_gain",
     "error_split",
     "measurement_noise",
-    "squared_error_loss",
-    "PairFit",
-    "init_pair_fit",
-    "fit_pairs",
-    "stacked_reconstructions",
 ]
 
 _AXES = (-2, -1)
@@ -91,10 +79,6 @@ _AXES = (-2, -1)
 def _sqnorm(a):
     """Squared l2 norm over the trailing two axes (real result)."""
     return jnp.sum(jnp.square(jnp.abs(a)), axis=_AXES)
-
-
-def _is_concrete(*arrays) -> bool:
-    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 def _check_real_image(x, name):
@@ -144,13 +128,32 @@ def conjugate_symmetric_mask(mask):
     return jnp.logical_or(m.astype(bool), conjugate_mask(m).astype(bool))
 
 
-def _kernel_mask(detail, mask, real):
-    check_image(detail, "detail")
-    check_mask(mask, detail.shape)
-    if real:
-        _check_real_image(detail, "detail")
-        return conjugate_symmetric_mask(mask)
-    return mask
+def _operator(operator, x, name):
+    """The operator of a mask or an operator, checked against the image ``x``."""
+    check_image(x, name)
+    op = operators.as_operator(operator)
+    operators.check_fits(op, x, name)
+    if isinstance(op, operators.Cartesian):
+        check_mask(op.mask, x.shape)
+    return op
+
+
+def _measured_sqnorm(operator, x):
+    """``||A x||^2`` per image."""
+    op = _operator(operator, x, "detail")
+    return jnp.sum(jnp.abs(op.forward(x)) ** 2, axis=tuple(range(-len(op.measurement_shape), 0)))
+
+
+def _projection_operator(detail, operator, real):
+    """The operator whose complex kernel projection is the requested one (real: the real kernel)."""
+    op = _operator(operator, detail, "detail")
+    if not real:
+        return op
+    _check_real_image(detail, "detail")
+    if not isinstance(op, operators.Cartesian):
+        raise ValueError(f"real=True (the real kernel) is implemented for the Cartesian operator, got a "
+                         f"{type(op).__name__} operator; use real=False")
+    return operators.cartesian(conjugate_symmetric_mask(op.mask))
 
 
 def detail_in_kernel(detail, mask, *, real: bool = False):
@@ -171,7 +174,8 @@ def detail_in_kernel(detail, mask, *, real: bool = False):
 
     Args:
       detail: image ``(..., H, W)``; real with ``real=True``.
-      mask: centred mask broadcasting against it.
+      mask: a measurement operator (:mod:`mrijax.operators`) or a centred mask broadcasting
+        against it.
       real: project onto the real kernel (see above).
 
     Returns:
@@ -182,8 +186,7 @@ def detail_in_kernel(detail, mask, *, real: bool = False):
       ValueError: shapes that do not fit.
     """
     detail = jnp.asarray(detail)
-    m = _kernel_mask(detail, mask, real)
-    out = fourier.null_space_projection(detail, m)
+    out = _projection_operator(detail, mask, real).kernel_projection(detail)
     if real:
         return jnp.real(out).astype(jnp.result_type(detail.dtype, jnp.float32))
     return out
@@ -198,8 +201,7 @@ def detail_in_range(detail, mask, *, real: bool = False):
     ``1/sqrt(2)`` and 1).  Same arguments and dtypes as :func:`detail_in_kernel`.
     """
     detail = jnp.asarray(detail)
-    m = _kernel_mask(detail, mask, real)
-    out = fourier.range_projection(detail, m)
+    out = _projection_operator(detail, mask, real).range_projection(detail)
     if real:
         return jnp.real(out).astype(jnp.result_type(detail.dtype, jnp.float32))
     return out
@@ -213,15 +215,14 @@ def visibility(detail, mask):
 
     Args:
       detail: image ``(..., H, W)``, real or complex.
-      mask: centred mask broadcasting against it.
+      mask: a measurement operator (:mod:`mrijax.operators`) or a centred mask broadcasting
+        against it.
 
     Returns:
       One value per image, shape ``detail.shape[:-2]`` (NaN for an all-zero detail).
     """
     detail = jnp.asarray(detail)
-    check_image(detail, "detail")
-    check_mask(mask, detail.shape)
-    return jnp.sqrt(_sqnorm(fourier.forward(detail, mask)) / _sqnorm(detail))
+    return jnp.sqrt(_measured_sqnorm(mask, detail) / _sqnorm(detail))
 
 
 def max_visibility(detail, mask, *, real: bool = False):
@@ -251,7 +252,8 @@ def detail_with_visibility(detail, mask, v, *, real: bool = False, norm=None):
 
     Args:
       detail: image ``(..., H, W)`` (real with ``real=True``).
-      mask: centred mask broadcasting against it.
+      mask: a measurement operator (:mod:`mrijax.operators`) or a centred mask broadcasting
+        against it.
       v: target visibility, a scalar or an array broadcasting against ``detail.shape[:-2]``,
         with ``0 <= v < max_visibility(detail, mask, real=real)`` (``v`` equal to the
         maximum is allowed only for a detail with no kernel part).
@@ -274,7 +276,7 @@ def detail_with_visibility(detail, mask, v, *, real: bool = False, norm=None):
     v = jnp.asarray(v, rdtype)
     a2 = _sqnorm(n)
     b2 = _sqnorm(r)
-    c2 = _sqnorm(fourier.forward(r, mask))
+    c2 = _measured_sqnorm(mask, r)
     # Where the detail has no kernel part only v = v_max works (t = anything > 0: take 1).
     denom = c2 - jnp.square(v) * b2
     t = jnp.where(a2 > 0, v * jnp.sqrt(a2) / jnp.sqrt(denom), jnp.where(denom == 0, 1.0, jnp.nan))
@@ -283,7 +285,7 @@ def detail_with_visibility(detail, mask, v, *, real: bool = False, norm=None):
     target_norm = jnp.sqrt(_sqnorm(detail)) if norm is None else jnp.asarray(norm, rdtype)
     scale = target_norm / jnp.sqrt(_sqnorm(out))
     out = out * scale[..., None, None].astype(out.dtype)
-    if _is_concrete(out, v, detail):
+    if is_concrete(out, v, detail):
         bad = ~np.isfinite(np.asarray(out)).all(axis=_AXES) | (np.asarray(v) < 0)
         if np.any(bad):
             vmax = np.broadcast_to(np.sqrt(np.asarray(c2) / np.asarray(b2)), bad.shape)[bad]
@@ -387,8 +389,12 @@ def error_split(recon, x, mask, *, real: bool = False) -> dict:
     if real:
         _check_real_image(recon, "recon")
         _check_real_image(x, "x")
+    try:
+        np.broadcast_shapes(tuple(recon.shape), tuple(x.shape))
+    except ValueError:
+        raise ValueError(f"recon has shape {tuple(recon.shape)} and x {tuple(x.shape)}: they must broadcast "
+                         "(compare a reconstruction with its own image)") from None
     err = recon - x
-    check_mask(mask, err.shape)
     kernel = detail_in_kernel(err, mask, real=real)
     rng = err.astype(kernel.dtype) - kernel
     e2, r2, k2 = _sqnorm(err), _sqnorm(rng), _sqnorm(kernel)
@@ -422,225 +428,3 @@ def measurement_noise(key, mask, norm, shape=None, dtype=jnp.complex64):
     g = fourier.apply_mask(g, mask)
     scale = jnp.asarray(norm, rdtype) / jnp.sqrt(_sqnorm(g))
     return g * scale[..., None, None].astype(dtype)
-
-
-# ----------------------------------------------------------------------------- training on pairs
-
-
-def squared_error_loss(prediction, target):
-    """``||prediction - target||^2`` per image (sum over pixels), averaged over leading axes.
-
-    Unlike :func:`mrijax.train.magnitude_l2_loss` the target is *not* replaced by its
-    magnitude: an image plus a kernel detail is real but can be negative (the kernel
-    projection rings), and the network must reproduce it with its sign.  For complex
-    predictions the modulus of the difference is used.
-    """
-    return jnp.mean(_sqnorm(jnp.asarray(prediction) - jnp.asarray(target)))
-
-
-class PairFit(NamedTuple):
-    """The state of :func:`fit_pairs`: ``G`` networks trained side by side.
-
-    Attributes:
-      state: a :class:`mrijax.train.TrainState` whose leaves carry a leading axis ``G``
-        (``state.step`` is ``(G,)``: optimiser steps each network took).
-      done: ``(G,)`` bool, the network reached ``min_loss`` and is frozen.
-      stopped_at: ``(G,)`` int32, the network's step count when its loss first was at most
-        ``min_loss`` (its parameters are those), ``-1`` while not.
-      iteration: ``()`` int32, iterations run so far (the same for all networks).
-    """
-
-    state: Any
-    done: jax.Array
-    stopped_at: jax.Array
-    iteration: jax.Array
-
-
-def init_pair_fit(params, optimizer: optax.GradientTransformation, num_networks: int,
-                  seed: int = 0) -> PairFit:
-    """``num_networks`` copies of one initialisation, ready for :func:`fit_pairs`.
-
-    All networks start from the same ``params`` (so that they differ only by their
-    training data, e.g. the visibility of the detail), each with a fresh optimiser state.
-
-    Args:
-      params: the model's variables (``model.init`` output).
-      optimizer: the optax transformation (e.g. :func:`mrijax.train.make_optimizer`).
-      num_networks: ``G >= 1``.
-      seed: seed of the (unused by :func:`fit_pairs`, kept for compatibility) train-state key.
-
-    Returns:
-      A :class:`PairFit` at iteration 0.
-    """
-    from mrijax import train
-    if not isinstance(num_networks, numbers.Integral) or isinstance(num_networks, bool) or num_networks < 1:
-        raise ValueError(f"num_networks must be a positive int, got {num_networks!r}")
-    train._check_nonneg_int(seed, "seed")
-
-    def build(p):   # one compiled call instead of an op-by-op dispatch per leaf
-        one = train.create_train_state(p, optimizer, seed=seed)
-        return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (num_networks,) + jnp.shape(a)), one)
-
-    return PairFit(state=jax.jit(build)(params), done=jnp.zeros((num_networks,), bool),
-                   stopped_at=jnp.full((num_networks,), -1, jnp.int32), iteration=jnp.zeros((), jnp.int32))
-
-
-def _static_mask(mask):
-    try:
-        m = np.asarray(mask)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as e:
-        raise TypeError("fit_pairs / stacked_reconstructions need a concrete (NumPy) mask") from e
-    if m.ndim != 2:
-        raise ValueError(f"mask must be one (H, W) array here, got shape {m.shape}")
-    return m.astype(bool)
-
-
-def stacked_reconstructions(model, params, mask, k):
-    """``f_g(k_g)`` for ``G`` networks with stacked parameters (network axis first).
-
-    Args:
-      model: an :class:`mrijax.models.Automap` or :class:`mrijax.models.Cascade`.
-      params: variables whose leaves have a leading axis ``G`` (``PairFit.state.params``).
-      mask: concrete centred ``(H, W)`` mask.
-      k: masked centred k-space ``(G, ..., H, W)``: network ``g`` reconstructs ``k[g]``.
-
-    Returns:
-      ``(G, ..., H, W)`` reconstructions (real for AUTOMAP, complex for the cascade).
-    """
-    m = _static_mask(mask)
-    return _compiled_stacked_map(model, m.tobytes(), m.shape)(params, jnp.asarray(k))
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_stacked_map(model, mask_bytes, mask_shape):
-    from mrijax.models import reconstruction_map
-    m = np.frombuffer(mask_bytes, bool).reshape(mask_shape)
-    return jax.jit(jax.vmap(lambda p, kk: reconstruction_map(model, p, m)(kk)))
-
-
-def fit_pairs(model, mask, targets, optimizer: optax.GradientTransformation, fit: PairFit, *,
-              steps: int, min_loss: Optional[float] = None, chunk: int = 50,
-              callback: Optional[Callable[[PairFit, np.ndarray], Any]] = None,
-              vmap: Optional[bool] = None) -> PairFit:
-    """Train ``G`` networks, network ``g`` on the fixed pairs ``(A targets[g, p], targets[g, p])``.
-
-    Each iteration is one full-batch optimiser step per network on
-    :func:`squared_error_loss` of ``f(A t)`` against ``t`` (``f`` =
-    :func:`mrijax.models.reconstruction_map`, noiseless measurements).  A network whose
-    loss (evaluated before the step) is at most ``min_loss`` keeps those parameters from
-    then on (the tutorial's "train until ``min_loss``"; it also protects a reached fit from
-    the loss spikes Adam shows at tiny losses).  The loop ends after ``steps`` iterations
-    in total (counting those ``fit`` already ran) or once every network is done.
-
-    All networks start from ``fit`` and see only their own pairs, so the result for one
-    network does not depend on the others.  On accelerators they run in one compiled,
-    ``vmap``-ed step; on CPU one compiled single-network step runs network after network,
-    skipping those that are done (``vmap`` over parameters turns each convolution into a
-    grouped one, which XLA:CPU runs several times slower: about 4x for AUTOMAP at 64x64
-    with ``G = 5``).  Both give the same numbers up to float rounding.  The compiled step
-    is cached per (model, optimizer, mask, ``min_loss``), so repeated calls (resuming,
-    tests) compile once.
-
-    Args:
-      model: an :class:`mrijax.models.Automap` (or any model ``reconstruction_map`` accepts).
-      mask: concrete centred ``(H, W)`` mask.
-      targets: ``(G, P, H, W)``: ``P`` training images for each of the ``G`` networks.
-      optimizer: the optax transformation ``fit`` was initialised with.
-      fit: from :func:`init_pair_fit` (or a saved one, to resume).
-      steps: total iterations (>= 1).
-      min_loss: stopping loss per network (``None``: train all ``steps``).
-      chunk: iterations between calls of ``callback``.
-      callback: ``callback(fit, losses)`` after each chunk, ``losses`` the ``(k, G)`` NumPy
-        array of the losses of that chunk's iterations (before each step): progress lines,
-        saving ``fit`` for a resume.
-      vmap: run the ``G`` networks in one ``vmap``-ed step (``True``) or one after the
-        other (``False``); ``None``: one after the other on CPU, ``vmap`` elsewhere.
-
-    Returns:
-      The final :class:`PairFit`.
-    """
-    m = _static_mask(mask)
-    targets = jnp.asarray(targets)
-    check_image(targets, "targets")
-    if targets.ndim != 4:
-        raise ValueError(f"targets must be (G, P, H, W), got shape {tuple(targets.shape)}")
-    check_mask(m, targets.shape)
-    g = int(fit.done.shape[0])
-    if targets.shape[0] != g:
-        raise ValueError(f"targets has {targets.shape[0]} groups but fit holds {g} networks")
-    for value, name in ((steps, "steps"), (chunk, "chunk")):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if min_loss is not None and not (isinstance(min_loss, numbers.Real) and min_loss >= 0):
-        raise ValueError(f"min_loss must be None or a number >= 0, got {min_loss!r}")
-    threshold = -math.inf if min_loss is None else float(min_loss)
-    one_by_one = (jax.default_backend() == "cpu") if vmap is None else not vmap
-    fns = _compiled_fit_functions(model, optimizer, m.tobytes(), m.shape, threshold)
-    k = fourier.forward(targets, m)
-    while int(fit.iteration) < steps and not bool(jnp.all(fit.done)):
-        n = min(chunk, steps - int(fit.iteration))
-        if one_by_one:
-            # The same compiled single-network step, network after network; a frozen
-            # network is skipped (its loss is constant).
-            parts, losses = _unstack((fit.state, fit.done, fit.stopped_at), g), []
-            for i in range(g):
-                state, done, stopped = parts[i]
-                if bool(done):
-                    losses.append(jnp.full((n,), fns["loss"](state.params, k[i], targets[i])))
-                    continue
-                mine = []
-                for _ in range(n):
-                    state, done, stopped, loss = fns["step"](state, done, stopped, k[i], targets[i])
-                    mine.append(loss)
-                parts[i] = (state, done, stopped)
-                losses.append(jnp.stack(mine))
-            state, done, stopped = _stack(parts)
-            losses = jnp.stack(losses, axis=1)
-        else:
-            state, done, stopped = fit.state, fit.done, fit.stopped_at
-            losses = []
-            # A host loop over one compiled step (XLA:CPU runs convolutions much slower inside
-            # a rolled loop, see mrijax.attacks; elsewhere the dispatch cost is negligible).
-            for _ in range(n):
-                state, done, stopped, loss = fns["vstep"](state, done, stopped, k, targets)
-                losses.append(loss)
-            losses = jnp.stack(losses)
-        fit = PairFit(state=state, done=done, stopped_at=stopped, iteration=fit.iteration + n)
-        if callback is not None:
-            callback(fit, np.asarray(losses))
-    return fit
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _unstack(tree, g):
-    return [jax.tree_util.tree_map(lambda a: a[i], tree) for i in range(g)]
-
-
-@jax.jit
-def _stack(parts):
-    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *parts)
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_fit_functions(model, optimizer, mask_bytes, mask_shape, threshold):
-    """The compiled pieces of :func:`fit_pairs`, cached so that repeated calls compile once."""
-    from mrijax import train
-    from mrijax.models import reconstruction_map
-
-    m = np.frombuffer(mask_bytes, bool).reshape(mask_shape)
-
-    def objective(params, kg, tg):
-        return squared_error_loss(reconstruction_map(model, params, m)(kg), tg)
-
-    def one(state, done, stopped, kg, tg):
-        loss, grads = jax.value_and_grad(objective)(state.params, kg, tg)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        new = train.TrainState(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                               step=state.step + 1, rng=state.rng)
-        hit = jnp.logical_and(~done, loss <= threshold)
-        done_now = jnp.logical_or(done, hit)
-        # A frozen network keeps the parameters whose loss met the threshold.
-        state = jax.tree_util.tree_map(lambda old, nw: jnp.where(done_now, old, nw), state, new)
-        return state, done_now, jnp.where(hit, state.step, stopped), loss
-
-    return {"step": jax.jit(one), "vstep": jax.jit(jax.vmap(one)), "loss": jax.jit(objective)}

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 
 from mrijax._checks import check_image
 
+__all__ = ["nmse", "psnr", "psnr_peak_from_recon", "ssim"]
+
 _AXES = (-2, -1)
 
 

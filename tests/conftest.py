@@ -1,9 +1,7 @@
 """Shared pytest fixtures, and how the suite compiles (it is mostly XLA compilation).
 
 Two settings make the suite about twice as fast on 2 CPU cores without changing what is
-computed beyond rounding (``python -m pytest -q -n 2 tests/test_worst_case.py tests/test_cascade.py
-tests/test_fourier.py tests/test_wavelets.py``: 275 s without them, 231 s with the cache, 149 s
-with both, on 2026-12-01's machine):
+computed beyond rounding (timings in ``docs/performance.md``):
 
 * ``--xla_backend_optimization_level=0`` in ``XLA_FLAGS``: the tests run tiny problems for a
   few iterations, so LLVM's optimisation of the generated CPU code costs far more than it
@@ -82,7 +80,7 @@ def make_tiny_cascade(tmp_path_factory):
     """``make(size) -> folder``: a checkpoint folder holding Cascade(1 cascade, 2 convs, 4 features)
     with random weights (seed 3), as the experiment scripts' ``--model`` takes it."""
     import jax.numpy as jnp
-    from mrijax import checkpoint, train
+    from mrijax import checkpoint, models, train
     from mrijax.models import Cascade
 
     def make(size):
@@ -91,7 +89,7 @@ def make_tiny_cascade(tmp_path_factory):
         params = model.init(jax.random.PRNGKey(3), x, x, jnp.ones((size, size), bool))
         state = train.create_train_state(params, train.make_optimizer("adam", lr=1e-3))
         folder = tmp_path_factory.mktemp("tiny_cascade")
-        checkpoint.save(folder, state, {"model": checkpoint.model_config(model)}, include_opt_state=False)
+        checkpoint.save(folder, state, {"model": models.model_config(model)}, include_opt_state=False)
         return str(folder)
 
     return make
@@ -101,8 +99,9 @@ def interrupt_then_resume(run, stop_after: str) -> list:
     """Run ``run()`` until it has saved ``stop_after`` (a file name), stop it there as Ctrl-C would,
     then ``run(resume=True)`` to the end; returns the names of the files the resumed run saved.
 
-    ``run(resume=False)`` must call the experiment's ``main`` and return its exit code; saves
-    go through ``experiments.common.save_npz``, which is what is watched.
+    ``run(resume=False)`` must call the experiment's ``main`` and return its exit code (``main``
+    answers Ctrl-C with 130); saves go through ``experiments.common.save_npz``, which is what is
+    watched.
     """
     import os
     from experiments import common
@@ -121,8 +120,7 @@ def interrupt_then_resume(run, stop_after: str) -> list:
         real_save(path, **arrays)
     try:
         mp.setattr(common, "save_npz", save_then_stop)
-        with pytest.raises(KeyboardInterrupt):
-            run(resume=False)
+        assert run(resume=False) == 130
         mp.setattr(common, "save_npz", save_and_record)
         assert run(resume=True) == 0
     finally:

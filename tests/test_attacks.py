@@ -63,7 +63,8 @@ def test_gradient_of_objective_matches_finite_differences(x64):
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.random((H, W)))
     mask = _mask()
-    cfg, prob, state, _ = attacks.setup(recon, x, mask, key=jax.random.key(0), steps=3, lam=0.1)
+    cfg, prob, state, _ = attacks.setup(recon, x, mask, method="algorithm1", key=jax.random.key(0), steps=3,
+                                        lam=0.1)
     p1 = jax.tree.map(lambda a: a[0], prob)
     r = jnp.asarray(rng.normal(size=(H, W)) + 1j * rng.normal(size=(H, W))) * 0.1
     q = lambda r: attacks._objective(recon, cfg, r, p1)[0]
@@ -94,9 +95,8 @@ def test_projected_search_on_linear_map_finds_top_singular_direction(x64):
     assert float(ev["diff_norm"]) / rho == pytest.approx(s[0], rel=1e-6)
 
 
-@pytest.mark.parametrize("host_loop", [True, False])  # CPU's loop of single steps; the one-call loop
-def test_local_lipschitz_equals_top_singular_value_of_measurement_jacobian(x64, monkeypatch, host_loop):
-    monkeypatch.setattr(attacks, "_unrolled_on_host", lambda: host_loop)
+@pytest.mark.parametrize("loop", ["host", "scan"])  # CPU's loop of single steps; the one-call loop
+def test_local_lipschitz_equals_top_singular_value_of_measurement_jacobian(x64, loop):
     recon = _real_linear_recon(seed=4)
     x = jnp.asarray(np.random.default_rng(2).random((H, W)))
     mask = _mask(1)
@@ -112,7 +112,7 @@ def test_local_lipschitz_equals_top_singular_value_of_measurement_jacobian(x64, 
             out = recon(y + jnp.asarray(e.reshape(H, W))) - base
             cols.append(np.concatenate([np.real(out).ravel(), np.imag(out).ravel()]))
     s = np.linalg.svd(np.stack(cols, 1), compute_uv=False)
-    ll = attacks.local_lipschitz(recon, x, mask, iters=200, key=jax.random.key(0))
+    ll = attacks.local_lipschitz(recon, x, mask, iters=200, key=jax.random.key(0), loop=loop)
     assert float(ll["gain"]) == pytest.approx(s[0], rel=1e-6)
     assert np.allclose(np.asarray(ll["direction"])[~mask], 0)
     assert np.linalg.norm(ll["direction"]) == pytest.approx(1.0)
@@ -125,10 +125,10 @@ def test_batch_equals_one_by_one(x64):
     masks = np.stack([_mask(i) for i in range(3)])
     key = jax.random.key(7)
     kw = dict(steps=20, lr=0.05, snapshots=(5, 20))
-    batch = attacks.worst_case(recon, x, masks, key=key, **kw)
+    batch = attacks.algorithm1(recon, x, masks, key=key, **kw)
     keys = jax.random.split(key, 3)
     for i in range(3):
-        one = attacks.worst_case(recon, x[i], masks[i], key=keys[i], **kw)
+        one = attacks.algorithm1(recon, x[i], masks[i], key=keys[i], **kw)
         np.testing.assert_allclose(one.r, batch.r[i], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(one.snapshots, batch.snapshots[:, i], rtol=1e-12, atol=1e-12)
         for k in attacks.HISTORY_KEYS:
@@ -140,11 +140,11 @@ def test_snapshots_equal_runs_stopped_at_those_counts(x64):
     x = jnp.asarray(np.random.default_rng(6).random((2, H, W)))
     mask = _mask()
     key = jax.random.key(1)
-    full = attacks.worst_case(recon, x, mask, key=key, steps=12, lr=0.05, snapshots=(0, 4, 12), chunk=5)
+    full = attacks.algorithm1(recon, x, mask, key=key, steps=12, lr=0.05, snapshots=(0, 4, 12), chunk=5)
     for j, s in enumerate((0, 4, 12)):
         if s == 0:
             continue
-        short = attacks.worst_case(recon, x, mask, key=key, steps=s, lr=0.05)
+        short = attacks.algorithm1(recon, x, mask, key=key, steps=s, lr=0.05)
         np.testing.assert_allclose(full.snapshots[j], short.r, rtol=1e-12, atol=1e-14)
     # r0 = tau * U[0, 1]
     r0 = np.asarray(full.snapshots[0])
@@ -155,7 +155,7 @@ def test_growing_snapshots_and_history_consistency(x64):
     recon = _smooth_recon()
     x = jnp.asarray(np.random.default_rng(6).random((H, W)))
     mask = _mask()
-    res = attacks.worst_case(recon, x, mask, key=jax.random.key(0), steps=30, lr=0.1, snapshots=(10, 20, 30))
+    res = attacks.algorithm1(recon, x, mask, key=jax.random.key(0), steps=30, lr=0.1, snapshots=(10, 20, 30))
     norms = [np.linalg.norm(s) for s in res.snapshots]
     assert norms[0] < norms[1] < norms[2]
     # History row t describes r_t; its numbers agree with a direct evaluation of the snapshot r_10.
@@ -172,20 +172,20 @@ def test_per_image_stopping_and_divergence(x64):
     mask = _mask()
     key = jax.random.key(3)
     lr = jnp.asarray([0.2, 0.02])  # one problem grows ten times faster
-    res = attacks.worst_case(recon, x, mask, key=key, steps=40, lr=lr, max_r_norm=1.0)
+    res = attacks.algorithm1(recon, x, mask, key=key, steps=40, lr=lr, max_r_norm=1.0)
     sa = np.asarray(res.stopped_at)
     assert sa[0] < sa[1] <= 40
     assert np.all(np.isnan(res.history["r_norm"][sa[0] + 1:, 0]))
     assert res.history["r_norm"][sa[0], 0] > 1.0 >= np.nanmax(res.history["r_norm"][:sa[0], 0])
     # The frozen r is the one a run of exactly stopped_at steps returns.
     keys = jax.random.split(key, 2)
-    short = attacks.worst_case(recon, x[0], mask, key=keys[0], steps=int(sa[0]), lr=0.2)
+    short = attacks.algorithm1(recon, x[0], mask, key=keys[0], steps=int(sa[0]), lr=0.2)
     np.testing.assert_allclose(res.r[0], short.r, rtol=1e-12)
 
     def blows_up(k):
         z = fourier.ifft2c(k)
         return jnp.where(jnp.sum(jnp.abs(z) ** 2) > 60.0, jnp.nan, 1.0) * z
-    res = attacks.worst_case(blows_up, x, mask, key=key, steps=50, lr=jnp.asarray([0.5, 1e-4]))
+    res = attacks.algorithm1(blows_up, x, mask, key=key, steps=50, lr=jnp.asarray([0.5, 1e-4]))
     assert bool(res.diverged[0]) and not bool(res.diverged[1])
     assert np.all(np.isfinite(res.r))
     assert int(res.stopped_at[1]) == 50 and int(res.stopped_at[0]) < 50
@@ -197,7 +197,7 @@ def test_region_weight_only_counts_the_region(x64):
     mask = _mask()
     region = np.zeros((H, W))
     region[2:5, 3:6] = 1.0
-    res = attacks.worst_case(recon, x, mask, key=jax.random.key(0), steps=15, lr=0.05, lam=0.0,
+    res = attacks.algorithm1(recon, x, mask, key=jax.random.key(0), steps=15, lr=0.05, lam=0.0,
                              region=region, snapshots=(7,))
     ev = attacks.evaluate(recon, x, mask, res.snapshots[0])
     inside = 0.5 * np.sum(np.abs(region * (ev["perturbed"] - ev["clean"])) ** 2)
@@ -212,7 +212,7 @@ def test_targeted_search_pulls_towards_target(x64):
     mask = _mask()
     target = np.asarray(recon(fourier.forward(x, mask))).copy()
     target[3:5, 3:5] += 0.5  # a false detail
-    res = attacks.worst_case(recon, x, mask, key=jax.random.key(0), steps=60, lr=0.02, lam=1e-3, target=target)
+    res = attacks.algorithm1(recon, x, mask, key=jax.random.key(0), steps=60, lr=0.02, lam=1e-3, target=target)
     ev = attacks.evaluate(recon, x, mask, res.r)
     before = np.linalg.norm(ev["clean"] - target)
     after = np.linalg.norm(ev["perturbed"] - target)
@@ -225,14 +225,14 @@ def test_measurement_domain_stays_on_mask():
     recon = _smooth_recon()
     x = jnp.asarray(np.random.default_rng(11).random((2, H, W)), jnp.float32)
     mask = _mask()
-    res = attacks.worst_case(recon, x, mask, key=jax.random.key(0), steps=10, domain="measurement")
+    res = attacks.algorithm1(recon, x, mask, key=jax.random.key(0), steps=10, domain="measurement")
     assert np.all(np.asarray(res.r)[:, ~mask] == 0)
     assert np.all(np.abs(np.asarray(res.r)[:, mask]) > 0)
     np.testing.assert_allclose(res.history["Ar_norm"], res.history["r_norm"], rtol=1e-5)
 
 
 def test_real_perturbations_stay_real():
-    res = attacks.worst_case(_smooth_recon(), np.random.default_rng(0).random((H, W)), _mask(),
+    res = attacks.algorithm1(_smooth_recon(), np.random.default_rng(0).random((H, W)), _mask(),
                              key=jax.random.key(0), steps=5, real=True)
     assert np.all(np.imag(np.asarray(res.r)) == 0)
 
@@ -260,9 +260,10 @@ def test_sweep_matches_individual_runs(x64):
     x = jnp.asarray(np.random.default_rng(12).random((2, H, W)))
     mask = _mask()
     key = jax.random.key(4)
-    sw = attacks.sweep(recon, x, mask, key=key, grid={"lr": [0.01, 0.05], "seed": [0, 3]}, steps=8)
+    sw = attacks.sweep(recon, x, mask, method="algorithm1", key=key, grid={"lr": [0.01, 0.05], "seed": [0, 3]},
+                       steps=8)
     assert sw.axes == ("lr", "seed") and sw.result.r.shape == (2, 2, 2, H, W)
-    one = attacks.worst_case(recon, x, mask, key=jax.random.fold_in(key, 3), steps=8, lr=0.05)
+    one = attacks.algorithm1(recon, x, mask, key=jax.random.fold_in(key, 3), steps=8, lr=0.05)
     np.testing.assert_allclose(sw.result.r[1, 1], one.r, rtol=1e-12)
 
 
@@ -270,17 +271,50 @@ def test_sweep_matches_individual_runs(x64):
     (dict(steps=0), "steps"), (dict(domain="kspace"), "domain"), (dict(target="foo"), "target"),
     (dict(radius=-1.0), "radius"), (dict(snapshots=(99,)), "snapshots"), (dict(momentum=-0.1), "momentum"),
     (dict(radius_relative_to="y"), "radius_relative_to"), (dict(schedule="linear"), "schedule"),
+    (dict(radius=float("nan")), "radius"), (dict(lr=-0.01), "lr"), (dict(lr=float("nan")), "lr"),
 ])
 def test_bad_arguments_raise(kwargs, match):
-    args = dict(key=jax.random.key(0), steps=5)
+    args = dict(key=jax.random.key(0), steps=5, radius=0.1)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         attacks.worst_case(_smooth_recon(), np.zeros((H, W)), _mask(), **args)
 
 
+def test_the_two_searches_refuse_each_others_arguments():
+    x = np.ones((H, W))
+    with pytest.raises(ValueError, match="needs a radius"):
+        attacks.setup(_smooth_recon(), x, _mask(), method="projected", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="Algorithm 1 has no radius"):
+        attacks.setup(_smooth_recon(), x, _mask(), method="algorithm1", key=jax.random.key(0), radius=0.1)
+    with pytest.raises(ValueError, match="method"):
+        attacks.setup(_smooth_recon(), x, _mask(), method="pgd", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="lr"):
+        attacks.algorithm1(_smooth_recon(), x, _mask(), key=jax.random.key(0), steps=3, lr=-0.01)
+    with pytest.raises(ValueError, match="loop"):
+        attacks.algorithm1(_smooth_recon(), x, _mask(), key=jax.random.key(0), steps=3, loop="gpu")
+    # Each search has its documented defaults, and they are the ones it runs with.
+    cfg, prob, _, _ = attacks.setup(_smooth_recon(), x, _mask(), method="algorithm1", key=jax.random.key(0))
+    assert cfg.schedule == "constant"
+    assert float(prob.lam[0]) == pytest.approx(1e-3) and float(prob.lr[0]) == pytest.approx(1e-2)
+    cfg, prob, _, _ = attacks.setup(_smooth_recon(), x, _mask(), method="projected", key=jax.random.key(0),
+                                    radius=0.4)
+    assert cfg.schedule == "cosine" and float(prob.lam[0]) == 0
+    assert float(prob.lr[0]) == pytest.approx(0.4 / 20)   # radius / 20
+
+
+def test_a_non_finite_image_is_refused_naming_its_index():
+    x = np.ones((3, H, W))
+    x[1, 2, 2] = np.nan
+    with pytest.raises(ValueError, match=r"image\(s\) 1"):
+        attacks.worst_case(_smooth_recon(), x, _mask(), key=jax.random.key(0), steps=3, radius=0.1)
+    with pytest.raises(ValueError, match="no scale"):
+        attacks.worst_case(_smooth_recon(), np.zeros((2, H, W)), _mask(), key=jax.random.key(0), steps=3,
+                           radius=0.1, radius_relative_to="x")
+
+
 def test_bad_mask_shape_raises():
     with pytest.raises(ValueError, match="mask"):
-        attacks.worst_case(_smooth_recon(), np.zeros((H, W)), np.ones((4, 4), bool), key=jax.random.key(0))
+        attacks.algorithm1(_smooth_recon(), np.zeros((H, W)), np.ones((4, 4), bool), key=jax.random.key(0))
 
 
 _SHARDED = textwrap.dedent("""
@@ -291,7 +325,7 @@ _SHARDED = textwrap.dedent("""
     from mrijax import attacks
     assert len(jax.devices()) == {n}, jax.devices()
     x = np.random.default_rng(0).random((6, H, W)).astype(np.float32)
-    res = attacks.worst_case(_smooth_recon(), x, _mask(), key=jax.random.key(0), steps=10, lr=0.05,
+    res = attacks.algorithm1(_smooth_recon(), x, _mask(), key=jax.random.key(0), steps=10, lr=0.05,
                              snapshots=(5,))
     np.savez({out!r}, r=np.asarray(res.r), s=np.asarray(res.snapshots), q=np.asarray(res.history["Q"]))
 """)
@@ -345,3 +379,13 @@ def test_multicoil_search_with_estimated_maps_finds_the_top_singular_value(x64):
     assert np.linalg.norm(np.asarray(res.r)) == pytest.approx(rho, rel=1e-9)
     ev = attacks.evaluate(recon, x, mask, res.r, coil_maps=maps)
     assert float(ev["diff_norm"]) / rho == pytest.approx(s[0], rel=1e-6)
+
+
+def test_a_numpy_reconstruction_map_gets_a_message_that_it_must_be_traceable():
+    def numpy_recon(k):
+        return np.fft.ifft2(np.asarray(k))      # NumPy cannot take JAX's traced values
+
+    with pytest.raises(TypeError, match="traceable by JAX"):
+        attacks.worst_case(numpy_recon, np.ones((H, W)), _mask(), key=jax.random.key(0), steps=2, radius=0.1)
+    with pytest.raises(TypeError, match="traceable by JAX"):
+        attacks.evaluate(numpy_recon, np.ones((H, W)), _mask(), np.zeros((H, W)))

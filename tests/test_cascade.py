@@ -389,7 +389,7 @@ def test_bad_inputs_raise_clear_errors():
         model.apply(params, x_zf, k0, mask[:, :-1])
     with pytest.raises(ValueError, match="x_zf"):
         model.apply(params, x_zf[0, 0], k0[0, 0], mask)
-    with pytest.raises(TypeError, match="Cascade and Automap"):
+    with pytest.raises(TypeError, match="not a registered model"):
         reconstruction_map(object(), params, mask)
 
 

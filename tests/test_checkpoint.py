@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 import pytest
 
-from mrijax import checkpoint, fourier, train
+from mrijax import checkpoint, fourier, train, models
+from mrijax.data import pipeline
 from mrijax.models import Cascade
 
 SIZE = 16
@@ -33,7 +34,7 @@ MODEL = Cascade(**MODEL_KW)
 OPTIMIZER = train.make_optimizer("adam", lr=3e-3, decay_steps=8)
 # One compiled step for the whole module: a resumed run in a new process would compile the
 # same function; here sharing it only saves compile time.
-STEP = train.make_train_step(train.cascade_predictor(MODEL, noise_std=0.01), OPTIMIZER, "l1")
+STEP = train.make_train_step(train.predictor(MODEL, noise_std=0.01), OPTIMIZER, "l1")
 # Likewise one compiled initialisation (jit: a single compilation instead of op-by-op dispatch).
 INIT_STATE = jax.jit(lambda x, mask: train.create_train_state(
     MODEL.init(jax.random.PRNGKey(0), x, x, mask), OPTIMIZER, seed=4))
@@ -42,10 +43,10 @@ INIT_STATE = jax.jit(lambda x, mask: train.create_train_state(
 def make_run(seed=0, **train_overrides):
     """A tiny cascade run, rebuilt from scratch: (config, source, fresh state, step function)."""
     model = Cascade(**MODEL_KW)
-    source = train.BatchSource("ellipses", SIZE, 2, seed=seed, mask_fn=line_mask, mask_mode="per_image")
+    source = pipeline.BatchSource("ellipses", SIZE, 2, seed=seed, mask_fn=line_mask, mask_mode="per_image")
     state = INIT_STATE(source(0)["target"], source(0)["mask"])
     step = STEP
-    config = {"model": checkpoint.model_config(model), **source.config(),
+    config = {"model": models.model_config(model), **source.config(),
               "train": dict(dict(lr=3e-3, steps=8, loss="l1"), **train_overrides)}
     return config, source, state, step
 
@@ -146,7 +147,7 @@ def test_missing_checkpoints_name_the_path(tmp_path, run_parts):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         checkpoint.restore(tmp_path, state)
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        checkpoint.load_model(tmp_path)
+        models.load(tmp_path)
 
 
 @pytest.mark.parametrize("damage", ["delete_params", "truncate_data", "bad_json", "missing_meta"])
@@ -186,14 +187,14 @@ def test_params_only_checkpoint_loads_but_does_not_resume(tmp_path, run_parts):
     assert sorted(os.listdir(tmp_path)) == ["best"]
     with pytest.raises(checkpoint.CheckpointError, match="parameters only"):
         checkpoint.restore(tmp_path, state, which="best")
-    model, params, _ = checkpoint.load_model(tmp_path)
+    model, params, _ = models.load(tmp_path)
     assert_trees_equal(params, state.params)
 
 
 def test_load_model_rebuilds_the_same_function(tmp_path, run_parts):
     config, source, state, _ = run_parts
     checkpoint.save(tmp_path, state, config)
-    model, params, stored = checkpoint.load_model(tmp_path)
+    model, params, stored = models.load(tmp_path)
     assert isinstance(model, Cascade) and model.features == MODEL_KW["features"]
     assert stored["model"] == config["model"]
     batch = source(1)
@@ -202,7 +203,7 @@ def test_load_model_rebuilds_the_same_function(tmp_path, run_parts):
     original = Cascade(**MODEL_KW).apply(state.params, x_zf, k0, batch["mask"])
     np.testing.assert_array_equal(model.apply(params, x_zf, k0, batch["mask"]), original)
     # a checkpoint folder can be named directly as well
-    assert_trees_equal(checkpoint.load_model(tmp_path / "latest")[1], params)
+    assert_trees_equal(models.load(tmp_path / "latest")[1], params)
 
 
 def test_falls_back_to_the_previous_checkpoint_after_a_crash_between_renames(tmp_path, run_parts):
@@ -221,29 +222,36 @@ def test_custom_models_register_and_bad_configs_fail(tmp_path):
         def __call__(self, x):
             return self.param("w", nn.initializers.ones, ()) * self.factor * x
 
-    checkpoint.register_model(Scale, "TestScaleModel")
+    models.register(models.ModelSpec(
+        name="TestScaleModel", cls=Scale, apply=lambda m, v, op, y: m.apply(v, op.adjoint(y)),
+        init=lambda m, key, op, y: m.init(key, op.adjoint(y))))
     model = Scale(factor=3.0)
     params = model.init(jax.random.PRNGKey(0), jnp.ones(2))
     state = train.create_train_state(params, train.make_optimizer("adam"))
     config = {"model": {"class": "TestScaleModel", "kwargs": {"factor": 3.0}}}
     checkpoint.save(tmp_path, state, config)
-    loaded, loaded_params, _ = checkpoint.load_model(tmp_path)
+    loaded, loaded_params, _ = models.load(tmp_path)
     np.testing.assert_allclose(loaded.apply(loaded_params, jnp.ones(2)), 3.0)
+    # A registered model is a reconstruction map like the library's own.
+    f = models.reconstruction_map(loaded, loaded_params, np.ones((4, 4), bool))
+    np.testing.assert_allclose(f(fourier.fft2c(jnp.ones((4, 4)))), 3.0, rtol=1e-6)
+    with pytest.raises(TypeError, match="not a registered model"):
+        models.reconstruction_map(object(), {}, np.ones((4, 4), bool))
 
     checkpoint.save(tmp_path / "unknown", state, {"model": {"class": "NoSuchNet", "kwargs": {}}})
     with pytest.raises(checkpoint.CheckpointError, match="NoSuchNet"):
-        checkpoint.load_model(tmp_path / "unknown")
+        models.load(tmp_path / "unknown")
     with pytest.raises(TypeError, match="JSON"):
         checkpoint.save(tmp_path / "bad", state, {"model": object()})
     assert not (tmp_path / "bad").exists() or not os.listdir(tmp_path / "bad")
 
 
 def test_model_config_of_a_cascade():
-    cfg = checkpoint.model_config(Cascade(n_cascades=3, features=16))
-    assert cfg["class"] == "Cascade"
+    cfg = models.model_config(Cascade(n_cascades=3, features=16))
+    assert cfg["class"] == "cascade"   # the registry name (the class name is an alias for old configs)
     assert cfg["kwargs"]["n_cascades"] == 3 and cfg["kwargs"]["features"] == 16
     assert "parent" not in cfg["kwargs"] and "name" not in cfg["kwargs"]
-    assert isinstance(checkpoint.build_model(cfg), Cascade)
+    assert isinstance(models.build(cfg), Cascade)
 
 
 # ----------------------------------------------------------------------------- the shipped checkpoint
@@ -254,7 +262,7 @@ def test_shipped_checkpoint_rebuilds_a_working_cascade():
     from mrijax import masks
     from mrijax.data import phantoms
 
-    model, params, config = checkpoint.load_model(SHIPPED)
+    model, params, config = models.load(SHIPPED)
     assert isinstance(model, Cascade)
     assert config["mask"]["kind"] == "gaussian_lines"
     n = 128
@@ -277,7 +285,7 @@ def test_shipped_checkpoint_beats_zero_filling_on_axial_brain_slices():
     from mrijax import masks, train
     from mrijax.data import images
 
-    model, params, _ = checkpoint.load_model(SHIPPED)
+    model, params, _ = models.load(SHIPPED)
     ims = images.load_images("mni:axial", 128, count=4, seed=0)
     mask_fn = lambda i: masks.make("gaussian_lines", (128, 128), acceleration=3, sample_n=8, seed=i)
     r = train.evaluate(model, params, ims, mask_fn)

@@ -1,5 +1,7 @@
 """Tests of mrijax.cs: TV, objective, PDHG convergence, data consistency, batching, gradients."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import jax
@@ -135,7 +137,7 @@ def test_objective_known_value(x64):
 def test_default_beats_zero_filled_and_is_data_consistent():
     # Float32, the defaults, 64x64 at 33% sampling: phantoms and (with nilearn) a brain slice.
     # (At 64x64 and 25% the gain on Shepp-Logan is 2.4-3.9 dB depending on the mask's seed, so
-    # the 3 dB margin needs 33% here; at 128x128 25% gives 6 dB or more, see cs.TUNING.)
+    # the 3 dB margin needs 33% here; at 128x128 25% gives 6 dB or more, see docs/results/cs_tuning.md.)
     n = 64
     images = [phantoms.shepp_logan(n), phantoms.random_ellipses(n, 0)]
     try:
@@ -538,3 +540,24 @@ def test_tgv_is_checked(x64):
         cs.reconstruct(k, mask, tgv=0)
     with pytest.raises(ValueError, match="tgv"):
         cs.reconstruct(k, mask, tgv=float("inf"))
+
+
+def test_solver_config_is_one_hashable_static_argument(x64):
+    # Every static choice lives in one frozen, hashable _SolverConfig (jit's only static argument): a new
+    # weight value reuses the compiled solver; a term that is off leaves its _PDHGState field None.
+    fields = dict(wavelet="db2", levels=2, iters=3, tol=None, constrained=True, boundary="neumann",
+                  step_balance=0.2, penalise_approximation=False, checkpoint=True, normalize=True, history=False,
+                  use_tv=True, use_wavelet=True, use_delta=False, use_tgv=False)
+    config = cs._SolverConfig(**fields)
+    assert config == cs._SolverConfig(**fields) and hash(config) == hash(cs._SolverConfig(**fields))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.iters = 4
+    x = jnp.zeros((4, 4), jnp.complex64)
+    assert len(jax.tree_util.tree_leaves(cs._PDHGState(x=x, xbar=x))) == 2
+
+    _, mask, k = _problem()
+    cs.reconstruct(k, mask, tv=1e-3, iters=3, **TINY)
+    compiled = cs._solve._cache_size()
+    again = cs.reconstruct(k, mask, tv=2e-3, iters=3, **TINY)
+    assert cs._solve._cache_size() == compiled
+    assert bool(jnp.all(jnp.isfinite(again)))

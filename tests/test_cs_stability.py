@@ -92,6 +92,10 @@ def test_numbers_equal_direct_library_calls(whole_run, foreign):
     assert row["worst_gain"] == pytest.approx(np.mean(diff / np.linalg.norm(e.reshape(2, -1), axis=1)), rel=1e-4)
     psnr = np.asarray(metrics.psnr(clean, x))
     assert row["psnr_clean"] == pytest.approx(psnr.mean(), abs=1e-3)
+    # PSNR change = perturbed - clean (measurement-domain e: against x), negative = worse.
+    change = np.asarray(metrics.psnr(perturbed, x)) - psnr
+    np.testing.assert_allclose([p["worst_psnr_change"] for p in row["per_image"]], change, atol=2e-3)
+    assert row["worst_psnr_change"] == pytest.approx(change.mean(), abs=2e-3) and row["worst_psnr_change"] < 0
     zf = np.asarray(metrics.psnr(fourier.adjoint(fourier.forward(x, mask), mask), x))
     assert row["gain_over_zero_filled_db"] == pytest.approx((psnr - zf).mean(), abs=1e-3)
     # The ratio is the worst change over the mean change of the recorded random draws.
@@ -113,10 +117,12 @@ def test_foreign_perturbations_are_evaluated_like_the_library(whole_run, foreign
     row = res["settings"][1]
     recon = cs.reconstruction_map(mask, constrained=True, iters=15)
     ev = attacks.evaluate(recon, x, mask, snaps)
-    np.testing.assert_allclose(row["foreign_psnr_drop"], np.asarray(ev["psnr_drop"]).mean(axis=1), atol=2e-3)
+    change = np.asarray(ev["psnr_perturbed"]) - np.asarray(ev["psnr_clean"])       # negative = worse
+    np.testing.assert_allclose(row["foreign_psnr_change"], change.mean(axis=1), atol=2e-3)
+    np.testing.assert_allclose(row["foreign_psnr_change_min"], change.min(axis=1), atol=2e-3)
     np.testing.assert_allclose(row["foreign_gain"],
                                (np.asarray(ev["diff_norm"]) / np.asarray(ev["Ar_norm"])).mean(axis=1), rtol=1e-3)
-    assert len(row["foreign_noise_psnr_drop"]) == 2
+    assert len(row["foreign_noise_psnr_change"]) == 2
     # Zero filling passes A* A r straight through: gain exactly 1.
     np.testing.assert_allclose(res["settings"][0]["foreign_gain"], 1.0, atol=1e-4)
 

@@ -280,3 +280,27 @@ def test_mask_with_wrong_shape_raises_value_error_naming_mask():
             dc.data_consistency(x, k0, bad, noise_level=1.0)
     with pytest.raises(ValueError, match="x must have at least 2 axes"):
         dc.data_consistency(jnp.ones(8), k0, np.ones((8, 8), bool))
+
+
+def test_bad_kspace_and_noise_level_are_refused_naming_the_problem():
+    x = np.ones((8, 6))
+    mask = np.ones((8, 6), bool)
+    k0 = np.ones((8, 6), np.complex64)
+    # A 1-D k-space of length W would broadcast over the rows: refused.
+    with pytest.raises(ValueError, match="k0 must have at least 2 axes"):
+        dc.data_consistency(x, k0[0], mask)
+    # A k-space of another image size names both shapes.
+    with pytest.raises(ValueError, match=r"k0 has shape \(8, 5\) but the image of shape \(8, 6\)"):
+        dc.data_consistency(x, k0[:, :5], mask)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        dc.data_consistency(np.ones((3, 8, 6)), np.ones((2, 8, 6), np.complex64), mask)
+    # lam = -1 divides by zero; negative weights are refused, lam = 0 keeps the network's values.
+    with pytest.raises(ValueError, match="noise_level"):
+        dc.data_consistency(x, k0, mask, noise_level=-1.0)
+    with pytest.raises(ValueError, match="noise_level"):
+        dc.data_consistency(x, k0, mask, noise_level=float("nan"))
+    np.testing.assert_allclose(dc.data_consistency(x, 0 * k0, mask, noise_level=0.0), x, atol=1e-6)
+    with pytest.raises(ValueError, match="k0 has shape"):
+        dc.data_consistency_kspace(k0, k0[:, :5], mask)
+    with pytest.raises(ValueError, match="k0 must have at least 3 axes"):
+        dc.data_consistency(x, k0, mask, coil_maps=np.ones((2, 8, 6)))     # one-coil k-space with 2 coils

@@ -30,7 +30,7 @@ def _load(out):
 
 def test_single_pair_in_the_kernel_transfers_the_detail_and_resumes(tmp_path, capsys):
     out = tmp_path / "single"
-    argv = ["prog", f"--out_dir={out}", "--detail_in_kernel", "--max_steps=400", "--min_loss=0.01", *TINY]
+    argv = ["prog", f"--out_dir={out}", "--detail_in_kernel", "--steps=400", "--min_loss=0.01", *TINY]
     assert dt.main(argv) == 0
     printed = capsys.readouterr().out
     assert "||A x_det||_2 = " in printed and "||A x_det|| / ||x_det|| = " in printed
@@ -78,14 +78,17 @@ def test_single_pair_in_the_kernel_transfers_the_detail_and_resumes(tmp_path, ca
     assert res2["transferred_fraction"] == pytest.approx(res["transferred_fraction"], rel=1e-6)
     assert a2["loss_history"].shape == a["loss_history"].shape
     # A resume with other numeric flags is refused.
-    assert dt.main(["prog", f"--out_dir={out}", "--detail_in_kernel", "--max_steps=401", "--min_loss=0.01", "--resume",
+    capsys.readouterr()
+    assert dt.main(["prog", f"--out_dir={out}", "--detail_in_kernel", "--steps=401", "--min_loss=0.01", "--resume",
                     *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--steps stored 400, requested 401" in err
 
 
 def test_pairs_give_details_of_the_requested_visibility(tmp_path):
     out = tmp_path / "pair"
     vis = [0.0, 0.1, 0.3]
-    assert dt.main(["prog", f"--out_dir={out}", "--pair", "--visibilities=0,0.1,0.3", "--max_steps=20",
+    assert dt.main(["prog", f"--out_dir={out}", "--pair", "--visibilities=0,0.1,0.3", "--steps=20",
                     *TINY]) == 0
     for name in ("accuracy_stability.png", "pair_reconstructions.png", "results.json", "arrays.npz"):
         assert (out / name).is_file(), name
@@ -129,11 +132,14 @@ def test_pairs_give_details_of_the_requested_visibility(tmp_path):
     ["--detail_center=5,5"],                     # the ellipse misses the image
     ["--detail_file=/nonexistent/detail.npy"],
     ["--lr=0"],
-    ["--image=no_such_image_source"],
+    ["--lr=-1"],
+    ["--images=no_such_image_source"],
 ])
-def test_bad_flags_fail_before_any_work(tmp_path, extra):
+def test_bad_flags_fail_before_any_work(tmp_path, capsys, extra):
     out = tmp_path / "bad"
     assert dt.main(["prog", f"--out_dir={out}", *TINY, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1        # one line, no traceback
     assert not out.exists()
 
 
@@ -141,6 +147,4 @@ def test_detail_file_must_fit(tmp_path):
     path = tmp_path / "detail.npy"
     np.save(path, np.ones((16, 16), np.float32))
     assert dt.main(["prog", f"--out_dir={tmp_path / 'o'}", f"--detail_file={path}", *TINY]) == 2
-    with pytest.raises(SystemExit) as e:
-        dt.main(["prog", f"--out_dir={tmp_path / 'o'}", "--size=abc"])
-    assert e.value.code == 2
+    assert dt.main(["prog", f"--out_dir={tmp_path / 'o'}", "--size=abc"]) == 2

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from mrijax import fourier, masks, train
+from mrijax import fourier, masks, pair_training, train
 from mrijax import hallucination as hal
 from mrijax.data import phantoms
 from mrijax.models import Automap, reconstruction_map
@@ -258,8 +258,8 @@ def test_measurement_noise_has_exact_norm_and_lives_on_the_mask():
 
 def test_squared_error_loss_keeps_the_sign_of_the_target():
     target = -jnp.ones((2, 4, 4))
-    assert float(hal.squared_error_loss(jnp.ones((2, 4, 4)), target)) == pytest.approx(64.0)
-    assert float(hal.squared_error_loss(target, target)) == 0.0
+    assert float(pair_training.squared_error_loss(jnp.ones((2, 4, 4)), target)) == pytest.approx(64.0)
+    assert float(pair_training.squared_error_loss(target, target)) == 0.0
     # Unlike AUTOMAP's magnitude loss, which would call this a perfect fit.
     assert float(train.magnitude_l2_loss(jnp.ones((2, 4, 4)), target)) == 0.0
 
@@ -284,21 +284,21 @@ def test_stacked_training_equals_training_one_by_one(automap32):
     p = automap32
     mask, x1, model, params, opt, d = (p[k] for k in ("mask", "x1", "model", "params", "opt", "detail"))
     targets = np.stack([np.stack([x1, x1 + d]), np.stack([x1, x1 - d])])        # (2, 2, 32, 32)
-    fit0 = hal.init_pair_fit(params, opt, 2)
+    fit0 = pair_training.init_pair_fit(params, opt, 2)
     kw = dict(steps=4, chunk=2, min_loss=1e-3)
-    both = hal.fit_pairs(model, mask, targets, opt, fit0, vmap=True, **kw)
+    both = pair_training.fit_pairs(model, mask, targets, opt, fit0, vmap=True, **kw)
     assert int(both.iteration) == 4
     np.testing.assert_array_equal(np.asarray(both.state.step), [4, 4])
-    seq = hal.fit_pairs(model, mask, targets, opt, fit0, vmap=False, **kw)
+    seq = pair_training.fit_pairs(model, mask, targets, opt, fit0, vmap=False, **kw)
     for g in range(2):
-        alone = hal.fit_pairs(model, mask, targets[g:g + 1], opt, hal.init_pair_fit(params, opt, 1), **kw)
+        alone = pair_training.fit_pairs(model, mask, targets[g:g + 1], opt, pair_training.init_pair_fit(params, opt, 1), **kw)
         for a, b, c in zip(*(jax.tree_util.tree_leaves(f.state.params) for f in (alone, both, seq))):
             np.testing.assert_allclose(np.asarray(a[0]), np.asarray(b[g]), rtol=2e-4, atol=2e-6)
             np.testing.assert_allclose(np.asarray(a[0]), np.asarray(c[g]), rtol=2e-4, atol=2e-6)
     # The two networks saw different data, so they differ.
     first = jax.tree_util.tree_leaves(both.state.params)[0]
     assert not np.allclose(np.asarray(first[0]), np.asarray(first[1]))
-    rec = hal.stacked_reconstructions(model, both.state.params, mask, fourier.forward(targets, mask))
+    rec = pair_training.stacked_reconstructions(model, both.state.params, mask, fourier.forward(targets, mask))
     for g in range(2):
         pg = jax.tree_util.tree_map(lambda a: a[g], both.state.params)
         direct = jax.jit(reconstruction_map(model, pg, mask))(fourier.forward(targets[g], mask))
@@ -309,15 +309,15 @@ def test_fit_pairs_validates_its_arguments():
     # Everything is checked before the model is used: stand-ins suffice.
     mask, model, params = _line_mask(16), None, {"w": jnp.zeros(3)}
     opt = train.make_optimizer("adam", 1e-3)
-    fit = hal.init_pair_fit(params, opt, 2)
+    fit = pair_training.init_pair_fit(params, opt, 2)
     with pytest.raises(ValueError, match="groups"):
-        hal.fit_pairs(model, mask, np.zeros((3, 1, 16, 16)), opt, fit, steps=1)
+        pair_training.fit_pairs(model, mask, np.zeros((3, 1, 16, 16)), opt, fit, steps=1)
     with pytest.raises(ValueError, match="G, P, H, W"):
-        hal.fit_pairs(model, mask, np.zeros((2, 16, 16)), opt, fit, steps=1)
+        pair_training.fit_pairs(model, mask, np.zeros((2, 16, 16)), opt, fit, steps=1)
     with pytest.raises(ValueError, match="steps"):
-        hal.fit_pairs(model, mask, np.zeros((2, 1, 16, 16)), opt, fit, steps=0)
+        pair_training.fit_pairs(model, mask, np.zeros((2, 1, 16, 16)), opt, fit, steps=0)
     with pytest.raises(ValueError, match="num_networks"):
-        hal.init_pair_fit(params, opt, 0)
+        pair_training.init_pair_fit(params, opt, 0)
 
 
 def test_detail_in_the_kernel_is_transferred(automap32):
@@ -330,14 +330,14 @@ def test_detail_in_the_kernel_is_transferred(automap32):
     assert float(hal.visibility(detail, mask)) <= 1e-3
     targets = np.asarray(x1 + detail)[None, None]
     seen = []
-    fit = hal.fit_pairs(model, mask, targets, opt, hal.init_pair_fit(params, opt, 1), steps=400,
+    fit = pair_training.fit_pairs(model, mask, targets, opt, pair_training.init_pair_fit(params, opt, 1), steps=400,
                         min_loss=1e-3, chunk=100, callback=lambda f, losses: seen.append(losses.shape))
     assert bool(fit.done[0]), "the single pair was not fitted to min_loss in 400 steps"
     stopped = int(fit.stopped_at[0])
     assert 0 < stopped == int(fit.state.step[0]) <= int(fit.iteration) <= 400
     assert sum(s[0] for s in seen) == int(fit.iteration) and all(s[1] == 1 for s in seen)
-    rec = hal.stacked_reconstructions(model, fit.state.params, mask,
+    rec = pair_training.stacked_reconstructions(model, fit.state.params, mask,
                                       jnp.stack([fourier.forward(x1, mask), fourier.forward(targets[0, 0], mask)])[None])
-    assert float(hal.squared_error_loss(rec[0, 1], targets[0, 0])) <= 1e-3   # the frozen parameters
+    assert float(pair_training.squared_error_loss(rec[0, 1], targets[0, 0])) <= 1e-3   # the frozen parameters
     frac = float(hal.transferred_fraction(rec[0, 0], x1, detail))
     assert frac >= 0.8

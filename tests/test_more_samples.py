@@ -12,12 +12,12 @@ import pytest
 import jax.numpy as jnp
 
 from experiments import common, more_samples
-from mrijax import checkpoint, cs, fourier, masks, metrics
+from mrijax import checkpoint, cs, fourier, masks, metrics, models
 from mrijax.models import reconstruction_map
 
 SIZE = 32
 RATES = (0.2, 0.35, 0.5)
-TINY = [f"--size={SIZE}", "--images=ellipses", "--num_images=3", "--image_batch=2",
+TINY = [f"--size={SIZE}", "--images=ellipses", "--num_images=3", "--batch=2",
         "--rates=" + ",".join(map(str, RATES)), "--sample_n=2", "--cs_iters=5"]
 
 
@@ -59,7 +59,7 @@ def test_masks_and_rates_are_the_nested_library_masks(tiny_run):
 
 def test_network_numbers_equal_one_rate_one_image_at_a_time(tiny_run, tiny_model):
     _, res, arr = tiny_run
-    model, params, _ = checkpoint.load_model(tiny_model)
+    model, params, _ = models.load(tiny_model)
     x = arr["x"]
     assert arr["net_psnr"].shape == (3, 3)                      # (rates, images), the padded batch dropped
     for r, mask in enumerate(arr["masks"]):

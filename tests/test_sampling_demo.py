@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import common, sampling_demo
-from mrijax import fourier, masks, metrics
+from experiments import sampling_demo
+from mrijax import checkpoint, fourier, masks, metrics
 from mrijax.data import phantoms
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -93,8 +93,13 @@ def test_every_mask_kind_runs_at_its_acceleration(tmp_path):
 def test_bad_flags_and_impossible_masks_fail_cleanly_without_writing(tmp_path, capsys):
     out_dir = tmp_path / "never"
     assert sampling_demo.main(["sampling_demo", "--size=32"]) == 2                       # --out_dir missing
-    assert "out_dir" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "out_dir" in err and err.startswith("error: ") and err.count("\n") == 1   # one line
     assert sampling_demo.main(["sampling_demo", f"--out_dir={out_dir}", "--mask=spiral"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert sampling_demo.main(["sampling_demo", f"--out_dir={out_dir}", "--noise=nan"]) == 2
+    assert "--noise=nan: must be a finite number" in capsys.readouterr().err
     assert sampling_demo.main(["sampling_demo", f"--out_dir={out_dir}", "--size=4"]) == 2
     assert sampling_demo.main(["sampling_demo", f"--out_dir={out_dir}", "--acceleration=0.5"]) == 2
     # gaussian_lines keeps 10 centre lines; 16 // 4 = 4 lines cannot hold them.
@@ -102,13 +107,15 @@ def test_bad_flags_and_impossible_masks_fail_cleanly_without_writing(tmp_path, c
     assert "sample_n" in capsys.readouterr().err
     assert not out_dir.exists()
     assert sampling_demo.main(["sampling_demo", "--help"]) == 0
-    assert "--acceleration" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--acceleration" in out
+    assert out.splitlines()[0] == sampling_demo.__doc__.strip().splitlines()[0]   # what it does, first
 
 
 def test_atomic_write_replaces_and_cleans_up(tmp_path):
     path = tmp_path / "x.bin"
-    common.write_atomically(str(path), lambda f: f.write(b"old"))
-    common.write_atomically(str(path), lambda f: f.write(b"new"))
+    checkpoint.write_atomically(str(path), lambda f: f.write(b"old"))
+    checkpoint.write_atomically(str(path), lambda f: f.write(b"new"))
     assert path.read_bytes() == b"new"
 
     def failing(f):
@@ -116,6 +123,6 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        common.write_atomically(str(path), failing)
+        checkpoint.write_atomically(str(path), failing)
     assert path.read_bytes() == b"new"          # the old complete file survives
     assert os.listdir(tmp_path) == ["x.bin"]    # and no temporary file is left

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments import common, stability_report
-from mrijax import attacks, checkpoint, fourier, masks, metrics, train
+from mrijax import attacks, checkpoint, fourier, masks, metrics, train, models
 from mrijax.models import Cascade
 
 SIZE = 32
@@ -33,7 +33,7 @@ def tiny_model(tmp_path_factory):
     params = model.init(jax.random.PRNGKey(3), x, x, mask)
     state = train.create_train_state(params, train.make_optimizer("adam", lr=1e-3))
     folder = tmp_path_factory.mktemp("tiny_cascade")
-    checkpoint.save(folder, state, {"model": checkpoint.model_config(model)}, include_opt_state=False)
+    checkpoint.save(folder, state, {"model": models.model_config(model)}, include_opt_state=False)
     return str(folder)
 
 
@@ -59,8 +59,9 @@ def whole_run(tiny_model, tmp_path_factory):
     info = {}
     try:
         mp.setattr(common, "save_npz", save_then_stop)
-        with pytest.raises(KeyboardInterrupt):
-            _run(out, tiny_model)
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            info["code_cut"] = _run(out, tiny_model)        # Ctrl-C: exit code 130, one line
+        info["err_cut"] = err.getvalue()
         mp.setattr(common, "save_npz", real_save)
         info["files_after_cut"] = sorted(os.listdir(out))
         info["t_saved"] = int(common.load_npz(str(out / "state_batch1.npz"))["t"])
@@ -103,9 +104,10 @@ def test_writes_a_self_contained_report(whole_run):
             counts = {len(r.replace("\\|", "").split("|")) for r in rows}
             assert len(counts) == 1, block
     # The per-radius PSNR drops appear in the markdown table as written in results.json.
-    assert stability_report._fmt(res["per_radius"][-1]["psnr_drop_mean"]) in md
+    assert stability_report._fmt(res["per_radius"][-1]["psnr_change_mean"]) in md
+    assert "PSNR change worst mean" in md and "negative = worse" in md
     assert set(res["definitions"]) >= {"psnr", "gain", "lipschitz_gain", "error_split", "kernel_share"}
-    assert res["model"]["config"]["class"] == "Cascade"
+    assert res["model"]["config"]["class"] == "cascade"
 
 
 def test_numbers_equal_direct_library_calls(whole_run, tiny_model):
@@ -117,7 +119,8 @@ def test_numbers_equal_direct_library_calls(whole_run, tiny_model):
     assert r.shape == (2, 2, SIZE, SIZE)
     ev = attacks.evaluate(recon, x, mask, np.swapaxes(r, 0, 1))
     t = lambda a: np.swapaxes(np.asarray(a), 0, 1)
-    np.testing.assert_allclose(arr["psnr_drop"], t(ev["psnr_drop"]), atol=1e-3)
+    change = np.asarray(ev["psnr_perturbed"]) - np.asarray(ev["psnr_clean"])       # negative = worse
+    np.testing.assert_allclose(arr["psnr_change"], t(change), atol=1e-3)
     np.testing.assert_allclose(arr["diff_norm"], t(ev["diff_norm"]), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(arr["perturbed"], t(ev["perturbed"]), rtol=1e-4, atol=1e-5)
     xn = np.linalg.norm(x, axis=(-2, -1))
@@ -131,18 +134,19 @@ def test_numbers_equal_direct_library_calls(whole_run, tiny_model):
             assert s["r_norm"] == pytest.approx(rn, rel=1e-4)
             ar = np.linalg.norm(np.asarray(fourier.forward(r[i, k], mask)))
             assert s["gain"] == pytest.approx(s["diff_norm"] / ar, rel=1e-4)
-            assert s["psnr_drop"] == pytest.approx(float(ev["psnr_drop"][k, i]), abs=1e-3)
+            assert s["psnr_change"] == pytest.approx(float(change[k, i]), abs=1e-3)
     # Per-radius means and maxima are those of the per-image numbers.
     for k, e in enumerate(res["per_radius"]):
-        drops = [im["radii"][k]["psnr_drop"] for im in res["images"]]
-        assert e["psnr_drop_mean"] == pytest.approx(np.mean(drops), abs=1e-6)
-        assert e["psnr_drop_max"] == pytest.approx(np.max(drops), abs=1e-6)
-        assert e["noise_psnr_drop_mean"] == pytest.approx(float(arr["noise_psnr_drop"][:, k].mean()), abs=1e-6)
+        changes = [im["radii"][k]["psnr_change"] for im in res["images"]]
+        assert e["psnr_change_mean"] == pytest.approx(np.mean(changes), abs=1e-6)
+        assert e["psnr_change_min"] == pytest.approx(np.min(changes), abs=1e-6)      # the worst image
+        assert e["noise_psnr_change_mean"] == pytest.approx(float(arr["noise_psnr_change"][:, k].mean()), abs=1e-6)
         assert e["lipschitz_gain_mean"] == pytest.approx(float(arr["lipschitz_gain"].mean()), rel=1e-6)
 
     # Noise baseline and linearised gain of the second batch (image 1), with the script's keys.
     nb = attacks.noise_baseline(recon, x[1:], mask, arr["r_norm"][1:], 3, jax.random.fold_in(jax.random.key(0), 10_001))
-    np.testing.assert_allclose(arr["noise_psnr_drop"][1:], np.asarray(nb["psnr_drop"]), atol=1e-3)
+    np.testing.assert_allclose(arr["noise_psnr_change"][1:], np.asarray(nb["psnr_perturbed"] - nb["psnr_clean"]),
+                               atol=1e-3)
     np.testing.assert_allclose(arr["noise_r_norm"], np.repeat(arr["r_norm"][:, :, None], 3, -1), rtol=1e-4)
     ll = attacks.local_lipschitz(recon, x[1:], mask, 3, jax.random.fold_in(jax.random.key(0), 20_001))
     np.testing.assert_allclose(arr["lipschitz_gain"][1:], np.asarray(ll["gain"]), rtol=1e-4)
@@ -219,6 +223,9 @@ def test_private_split_agrees_with_the_library_one_when_present(x64):
 
 def test_resume_redoes_nothing_that_was_finished(whole_run, tiny_model, monkeypatch):
     out, res, arr, info = whole_run
+    # Ctrl-C: one line saying how far the saved state goes, exit code 130.
+    assert info["code_cut"] == 130
+    assert info["err_cut"] == "interrupted at iteration 2 of batch 2/2; rerun with --resume\n"
     # The interruption left batch 0 finished, batch 1's search state at iteration 2, no results.
     assert "batch0.npz" in info["files_after_cut"] and "batch1.npz" not in info["files_after_cut"]
     assert "results.json" not in info["files_after_cut"]
@@ -268,4 +275,5 @@ def test_an_existing_run_needs_resume_and_the_same_flags(tmp_path, capsys, tiny_
     assert _run(out, tiny_model) == 2
     assert "--resume" in capsys.readouterr().err
     assert _run(out, tiny_model, "--resume") == 2
-    assert "differ" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "differ" in err and "--steps stored 99, requested 4" in err and err.count("\n") == 1

@@ -10,7 +10,7 @@ from mrijax import fourier, hallucination, masks, metrics
 from mrijax.data import symbols
 from mrijax.data.images import load_images
 
-TINY = ["--size=32", "--image=ellipses", "--cs_iters=5", "--symbols=heart:0.3:0.3:0.2,diamond:0.3:0.7:0.2",
+TINY = ["--size=32", "--images=ellipses", "--cs_iters=5", "--symbols=heart:0.3:0.3:0.2,diamond:0.3:0.7:0.2",
         "--text=IT", "--text_center=0.7,0.5", "--text_height=0.15", "--intensity=0.5"]
 
 

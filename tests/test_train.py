@@ -1,4 +1,5 @@
-"""Tests of mrijax.train: optimisers, losses, the train step, seeded batches, fit and evaluate."""
+"""Tests of mrijax.train (optimisers, losses, the train step, fit, evaluate) and of the seeded batches of
+mrijax.data.pipeline."""
 
 import json
 
@@ -7,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+import flax.linen as nn
 
-from mrijax import fourier, metrics, train
+from mrijax import fourier, metrics, models, train
+from mrijax.data import pipeline
 from mrijax.models import Automap, Cascade
 
 SIZE = 16
@@ -30,7 +33,7 @@ def tiny_cascade():
 
 @pytest.fixture(scope="module")
 def source():
-    return train.BatchSource("ellipses", SIZE, 4, seed=3, mask_fn=line_mask, mask_mode="per_image")
+    return pipeline.BatchSource("ellipses", SIZE, 4, seed=3, mask_fn=line_mask, mask_mode="per_image")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def setup(source):
     batch = source(0)
     state = jax.jit(lambda x, mask: train.create_train_state(  # one compilation, not op by op
         model.init(jax.random.PRNGKey(0), x, x, mask), opt, seed=5))(batch["target"], batch["mask"])
-    step = train.make_train_step(train.cascade_predictor(model, noise_std=0.01), opt, "mse")
+    step = train.make_train_step(train.predictor(model, noise_std=0.01), opt, "mse")
     return model, state, step
 
 
@@ -113,12 +116,24 @@ def test_activation_l1_over_a_pytree():
         train.activation_l1({})
 
 
-def test_batch_psnr_equals_metrics_psnr():
+def test_train_step_psnr_is_metrics_psnr_of_magnitudes():
+    # The step's "psnr" is the batch mean of mrijax.metrics.psnr on magnitudes: a complex
+    # prediction is compared by modulus, a real one (AUTOMAP's) by |prediction|, and identical
+    # magnitudes give +inf.
     rng = np.random.default_rng(0)
     ref = rng.random((3, 8, 8)).astype(np.float32)
-    x = (ref + 0.1 * rng.standard_normal((3, 8, 8)) * 1j).astype(np.complex64)
-    np.testing.assert_allclose(train.batch_psnr(x, ref), metrics.psnr(x, ref), rtol=1e-5)
-    assert np.isinf(train.batch_psnr(ref, ref)).all()
+    noisy = (ref + 0.1 * rng.standard_normal((3, 8, 8)) * 1j).astype(np.complex64)
+    batch = {"target": ref.astype(np.complex64), "mask": np.ones((3, 8, 8), bool)}
+    params = {"w": jnp.zeros(())}
+    opt = optax.sgd(0.0)
+
+    def psnr_of(prediction):
+        step = train.make_train_step(lambda p, b, r: (prediction + p["w"], None), opt, "mse")
+        return float(step(train.create_train_state(params, opt), batch)[1]["psnr"])
+
+    np.testing.assert_allclose(psnr_of(jnp.asarray(noisy)), np.mean(metrics.psnr(noisy, ref)), rtol=1e-5)
+    assert np.isinf(psnr_of(jnp.asarray(ref)))
+    assert np.isinf(psnr_of(-jnp.asarray(ref)))  # a real prediction is compared by its modulus
 
 
 # ----------------------------------------------------------------------------- train step
@@ -152,33 +167,41 @@ def test_train_step_is_pure_and_splits_the_rng(source, setup):
     assert float(m1["loss"]) == float(m1["data_loss"]) and float(m1["penalty"]) == 0.0
 
 
-def test_cascade_predictor_simulates_zero_filled_input(source):
-    # A "model" that returns its zero-filled input shows what the predictor feeds it.
-    class Echo:
-        def apply(self, params, x_zf, k0, mask):
+def test_predictor_simulates_zero_filled_input(source):
+    # A registered "model" that returns its zero-filled input and its k-space shows what the
+    # predictor feeds a model.
+    class Echo(nn.Module):
+        @nn.compact
+        def __call__(self, x_zf, k0):
             return x_zf, k0
 
+    models.register(models.ModelSpec(name="test_echo", cls=Echo, init=lambda m, key, op, y: {},
+                                     apply=lambda m, v, op, y: m.apply(v, op.adjoint(y), y)))
     batch = source(2)
     x, mask = batch["target"], batch["mask"]
-    (x_zf, k0), _ = jax.jit(train.cascade_predictor(Echo()))(None, batch, jax.random.PRNGKey(0))
+    (x_zf, k0), _ = jax.jit(train.predictor(Echo()))({}, batch, jax.random.PRNGKey(0))
     # k0 = mask * F x and x_zf = F^-1 k0, checked with NumPy's FFT
     k_ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)) * mask
     x_ref = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k_ref, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
     np.testing.assert_allclose(k0, k_ref, atol=1e-5)
     np.testing.assert_allclose(x_zf, x_ref, atol=1e-5)
     # with noise: k0 still vanishes off the mask, and differs on it
-    (_, k_noisy), _ = jax.jit(train.cascade_predictor(Echo(), noise_std=0.1))(None, batch, jax.random.PRNGKey(0))
+    (_, k_noisy), _ = jax.jit(train.predictor(Echo(), noise_std=0.1))({}, batch, jax.random.PRNGKey(0))
     assert np.all(np.asarray(k_noisy)[~mask] == 0)
     assert not np.allclose(k_noisy, k0)
+    with pytest.raises(ValueError, match="noise_std"):
+        train.predictor(Echo(), noise_std=-1.0)
 
 
 def test_automap_step_adds_the_activation_penalty():
     n = 8
     mask = line_mask((n, n), 1)
     model = Automap(n=n, m=int(mask.sum()), hidden=16, conv_features=4)
-    src = train.BatchSource("ellipses", n, 2, seed=0, mask_fn=line_mask, mask_mode="fixed")
+    src = pipeline.BatchSource("ellipses", n, 2, seed=0, mask_fn=line_mask, mask_mode="fixed")
     batch = src(0)
-    predict = train.automap_predictor(model, mask)
+    predict = train.predictor(model, fixed_mask=mask)
+    with pytest.raises(ValueError, match="tied to one mask"):
+        train.predictor(model)
     y = np.asarray(batch["target"]).reshape(2, -1)[:, np.flatnonzero(mask)]  # any y of the right length
     opt = train.make_optimizer("automap_rmsprop")
     state = jax.jit(lambda y: train.create_train_state(model.init(jax.random.PRNGKey(0), y), opt))(y)
@@ -205,8 +228,8 @@ def test_make_train_step_validates():
 
 
 def test_batches_are_pure_functions_of_seed_and_index():
-    a = train.BatchSource("ellipses", SIZE, 3, seed=7, mask_fn=line_mask, mask_mode="per_image", max_phase=1.0)
-    b = train.BatchSource("ellipses", SIZE, 3, seed=7, mask_fn=line_mask, mask_mode="per_image", max_phase=1.0)
+    a = pipeline.BatchSource("ellipses", SIZE, 3, seed=7, mask_fn=line_mask, mask_mode="per_image", max_phase=1.0)
+    b = pipeline.BatchSource("ellipses", SIZE, 3, seed=7, mask_fn=line_mask, mask_mode="per_image", max_phase=1.0)
     for i in (5, 0, 5):  # any order
         ba, bb = a(i), b(i)
         np.testing.assert_array_equal(ba["target"], bb["target"])
@@ -215,14 +238,14 @@ def test_batches_are_pure_functions_of_seed_and_index():
     it = a.iterate(start=4)
     next(it)
     np.testing.assert_array_equal(next(it)["target"], b(5)["target"])
-    c = train.BatchSource("ellipses", SIZE, 3, seed=8, mask_fn=line_mask, mask_mode="per_image")
+    c = pipeline.BatchSource("ellipses", SIZE, 3, seed=8, mask_fn=line_mask, mask_mode="per_image")
     assert not np.array_equal(a.images_for(0), c.images_for(0))
 
 
 def test_shepp_logan_variants_are_unlimited_training_data():
     from mrijax.data import phantoms
-    src = train.BatchSource("shepp_logan_variants:1,ellipses:1", SIZE, 6, seed=3, augment=False,
-                            mask_fn=line_mask)
+    src = pipeline.BatchSource("shepp_logan_variants:1,ellipses:1", SIZE, 6, seed=3, augment=False,
+                               mask_fn=line_mask)
     seen = 0
     for i in (0, 1):
         images = src.images_for(i)
@@ -236,7 +259,7 @@ def test_shepp_logan_variants_are_unlimited_training_data():
 
 
 def test_batch_content_scaling_phase_and_dtypes():
-    src = train.BatchSource("ellipses", SIZE, 4, seed=1, mask_fn=line_mask, max_phase=0.5)
+    src = pipeline.BatchSource("ellipses", SIZE, 4, seed=1, mask_fn=line_mask, max_phase=0.5)
     batch = src(3)
     assert batch["target"].dtype == np.complex64 and batch["mask"].dtype == bool
     assert batch["target"].shape == (4, SIZE, SIZE) and batch["mask"].shape == (4, SIZE, SIZE)
@@ -247,22 +270,22 @@ def test_batch_content_scaling_phase_and_dtypes():
 
 def test_mask_modes():
     kw = dict(images="ellipses", size=SIZE, batch_size=3, seed=2, mask_fn=line_mask)
-    fixed = train.BatchSource(mask_mode="fixed", mask_seed=11, **kw)
+    fixed = pipeline.BatchSource(mask_mode="fixed", mask_seed=11, **kw)
     m0, m1 = fixed.masks_for(0), fixed.masks_for(1)
     np.testing.assert_array_equal(m0, m1)
     np.testing.assert_array_equal(m0[0], line_mask((SIZE, SIZE), 11))
     np.testing.assert_array_equal(fixed.fixed_mask, m0[0])
-    per_batch = train.BatchSource(mask_mode="per_batch", **kw)
+    per_batch = pipeline.BatchSource(mask_mode="per_batch", **kw)
     pb = per_batch.masks_for(0)
     assert all(np.array_equal(pb[0], pb[j]) for j in range(3))
     assert not np.array_equal(pb[0], per_batch.masks_for(1)[0])
-    per_image = train.BatchSource(mask_mode="per_image", **kw).masks_for(0)
+    per_image = pipeline.BatchSource(mask_mode="per_image", **kw).masks_for(0)
     assert not all(np.array_equal(per_image[0], per_image[j]) for j in range(3))
 
 
 def test_masks_from_mrijax_masks():
-    src = train.BatchSource("ellipses", 32, 2, seed=0, mask_kind="gaussian_lines",
-                            mask_kwargs=dict(acceleration=3, sample_n=4), mask_mode="per_image")
+    src = pipeline.BatchSource("ellipses", 32, 2, seed=0, mask_kind="gaussian_lines",
+                               mask_kwargs=dict(acceleration=3, sample_n=4), mask_mode="per_image")
     masks = src.masks_for(0)
     assert masks.shape == (2, 32, 32)
     assert all(m[0].sum() == 32 // 3 for m in masks)  # columns: exactly W // R lines
@@ -271,24 +294,24 @@ def test_masks_from_mrijax_masks():
 
 def test_augmentation_is_a_symmetry_of_the_square():
     image = np.arange(16.0).reshape(4, 4)
-    outs = [train.augment_dihedral(image, c) for c in range(8)]
+    outs = [pipeline.augment_dihedral(image, c) for c in range(8)]
     np.testing.assert_array_equal(outs[0], image)
     assert len({o.tobytes() for o in outs}) == 8  # all eight group elements are distinct
-    plain = train.BatchSource("ellipses", SIZE, 4, seed=9, mask_fn=line_mask, augment=False).images_for(0)
-    augmented = train.BatchSource("ellipses", SIZE, 4, seed=9, mask_fn=line_mask, augment=True).images_for(0)
+    plain = pipeline.BatchSource("ellipses", SIZE, 4, seed=9, mask_fn=line_mask, augment=False).images_for(0)
+    augmented = pipeline.BatchSource("ellipses", SIZE, 4, seed=9, mask_fn=line_mask, augment=True).images_for(0)
     for p, a in zip(plain, augmented):
-        assert any(np.array_equal(train.augment_dihedral(p, c), a) for c in range(8))
+        assert any(np.array_equal(pipeline.augment_dihedral(p, c), a) for c in range(8))
     assert not np.array_equal(plain, augmented)
 
 
 def test_array_images_and_weighted_specs():
     pool = np.stack([np.full((SIZE, SIZE), v, np.float32) for v in (1.0, 2.0, 3.0)])
     pool[:, 0, 0] = 10.0  # scaled to max 1 per image
-    src = train.BatchSource(pool, SIZE, 6, seed=0, mask_fn=line_mask, augment=False)
+    src = pipeline.BatchSource(pool, SIZE, 6, seed=0, mask_fn=line_mask, augment=False)
     images = src.images_for(0)
     assert np.all(images.max(axis=(1, 2)) == 1.0)
     assert set(np.round(images[:, 5, 5] * 10).astype(int)) <= {1, 2, 3}
-    assert train.parse_image_spec("ellipses:0.5, mni:coronal:0.25,mni:sagittal") == [
+    assert pipeline.parse_image_spec("ellipses:0.5, mni:coronal:0.25,mni:sagittal") == [
         ("ellipses", 0.5), ("mni:coronal", 0.25), ("mni:sagittal", 1.0)]
 
 
@@ -301,7 +324,7 @@ def test_batch_source_rejects_bad_settings(kwargs, match):
     args = dict(images="ellipses", size=SIZE, batch_size=2, mask_fn=line_mask)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        train.BatchSource(**args)
+        pipeline.BatchSource(**args)
 
 
 # ----------------------------------------------------------------------------- fit and evaluate

@@ -1,4 +1,4 @@
-"""Training from a folder of fastMRI volumes: ``fastmri:FOLDER`` in mrijax.train and load_images.
+"""Training from a folder of fastMRI volumes: ``fastmri:FOLDER`` in mrijax.data.pipeline, load_images and a run.
 
 Tiny volumes in the fastMRI layout are written here (two single-coil volumes of 3 and 2
 slices, 32x32 k-space, 16x16 stored ``reconstruction_esc``).  Every expected image is
@@ -12,8 +12,8 @@ import pytest
 
 h5py = pytest.importorskip("h5py", reason="h5py is an optional dependency (pip install mrijax[data])")
 
-from mrijax import train
-from mrijax.data import fastmri, images
+from experiments import training
+from mrijax.data import fastmri, images, pipeline
 from mrijax.data.fastmri import FastMRIFileError
 
 K = 32        # k-space side
@@ -128,10 +128,10 @@ def test_load_images_and_validation_images_read_the_folder(folder):
     everything = images.load_images(f"fastmri:{d}", R, count=None)
     np.testing.assert_array_equal(everything, pool.load())
     np.testing.assert_array_equal(images.load_images(f"fastmri:{d}", R)[0], pool[2])  # count=1: the middle
-    val = train.validation_images(f"fastmri:{d}", R, 2, seed=0)
+    val = pipeline.validation_images(f"fastmri:{d}", R, 2, seed=0)
     assert val.dtype == np.complex64 and val.shape == (2, R, R)
     np.testing.assert_array_equal(val, images.load_images(f"fastmri:{d}", R, count=2))
-    assert train.validation_images(f"fastmri_magnitude:{d}", R, 2, seed=0).dtype == np.float32
+    assert pipeline.validation_images(f"fastmri_magnitude:{d}", R, 2, seed=0).dtype == np.float32
 
 
 # ----------------------------------------------------------------------------- batches
@@ -141,7 +141,7 @@ def test_batches_equal_direct_reads_and_are_pure_functions_of_seed_and_index(fol
     d, kspace = folder
     kw = dict(images=f"fastmri:{d}", size=R, batch_size=4, seed=3, augment=False, mask_fn=line_mask,
               mask_mode="per_image")
-    src, again = train.BatchSource(**kw), train.BatchSource(**kw)
+    src, again = pipeline.BatchSource(**kw), pipeline.BatchSource(**kw)
     seen = set()
     for i in (0, 1, 2, 1):
         batch = src(i)
@@ -151,39 +151,39 @@ def test_batches_equal_direct_reads_and_are_pure_functions_of_seed_and_index(fol
             path, index = src.pool(s).locate(k)
             seen.add((path, index))
             np.testing.assert_allclose(batch["target"][j], expected(kspace, path, index), atol=2e-6)
-            np.testing.assert_array_equal(batch["mask"][j], line_mask((R, R), train._seed_int(3, i, 4, j)))
+            np.testing.assert_array_equal(batch["mask"][j], line_mask((R, R), pipeline._seed_int(3, i, 4, j)))
         other = again(i)
         np.testing.assert_array_equal(batch["target"], other["target"])
         np.testing.assert_array_equal(batch["mask"], other["mask"])
     assert len({p for p, _ in seen}) == 2  # both volumes are drawn from
     assert not np.array_equal(src(0)["target"], src(1)["target"])
     # a synthetic phase is never put on measured images
-    np.testing.assert_array_equal(train.BatchSource(max_phase=1.0, **kw)(0)["target"], src(0)["target"])
+    np.testing.assert_array_equal(pipeline.BatchSource(max_phase=1.0, **kw)(0)["target"], src(0)["target"])
 
 
 def test_augmented_and_mixed_batches(folder):
     d, kspace = folder
-    src = train.BatchSource(f"fastmri:{d}:1,ellipses:1", R, 8, seed=5, augment=True, max_phase=0.5,
-                            mask_fn=line_mask)
+    src = pipeline.BatchSource(f"fastmri:{d}:1,ellipses:1", R, 8, seed=5, augment=True, max_phase=0.5,
+                               mask_fn=line_mask)
     batch, sources = src(0), [s for s, _ in src.picks(0)]
     assert set(sources) == {0, 1}
-    plain = train.BatchSource(f"fastmri:{d}:1,ellipses:1", R, 8, seed=5, augment=False, max_phase=0.5,
-                              mask_fn=line_mask).images_for(0)
+    plain = pipeline.BatchSource(f"fastmri:{d}:1,ellipses:1", R, 8, seed=5, augment=False, max_phase=0.5,
+                                 mask_fn=line_mask).images_for(0)
     for j, (s, k) in enumerate(src.picks(0)):
         target = batch["target"][j]
         if s == 0:  # a fastMRI slice, flipped/rotated, measured phase kept
             direct = expected(kspace, *src.pool(0).locate(k))
-            assert any(np.allclose(target, train.augment_dihedral(direct, c), atol=2e-6) for c in range(8))
+            assert any(np.allclose(target, pipeline.augment_dihedral(direct, c), atol=2e-6) for c in range(8))
         else:       # an ellipse image with a synthetic phase: its magnitude is the real image
-            assert any(np.allclose(np.abs(target), train.augment_dihedral(plain[j].real, c), atol=2e-6)
+            assert any(np.allclose(np.abs(target), pipeline.augment_dihedral(plain[j].real, c), atol=2e-6)
                        for c in range(8))
             assert np.abs(np.angle(target[np.abs(target) > 0.1])).max() > 0.05
 
 
 def test_per_file_masks_are_shared_by_the_slices_of_a_volume(folder):
     d, _ = folder
-    src = train.BatchSource(f"fastmri:{d}:1,ellipses:1", R, 8, seed=2, augment=False, mask_fn=line_mask,
-                            mask_mode="per_file", mask_seed=7)
+    src = pipeline.BatchSource(f"fastmri:{d}:1,ellipses:1", R, 8, seed=2, augment=False, mask_fn=line_mask,
+                               mask_mode="per_file", mask_seed=7)
     by_file = {}
     for i in range(4):
         batch = src(i)
@@ -194,7 +194,7 @@ def test_per_file_masks_are_shared_by_the_slices_of_a_volume(folder):
                 np.testing.assert_array_equal(batch["mask"][j], expected_mask)
                 by_file.setdefault(path, expected_mask)
             else:       # other sources: a new mask per image, as per_image
-                np.testing.assert_array_equal(batch["mask"][j], line_mask((R, R), train._seed_int(2, i, 4, j)))
+                np.testing.assert_array_equal(batch["mask"][j], line_mask((R, R), pipeline._seed_int(2, i, 4, j)))
     assert len(by_file) == 2
     a, b = by_file.values()
     assert not np.array_equal(a, b)  # different volumes, different masks
@@ -210,7 +210,7 @@ def test_slices_are_read_lazily(folder, tmp_path, monkeypatch):
     original = fastmri.read_slice
     monkeypatch.setattr(fastmri, "read_slice", lambda path, index: reads.append((str(path), index)) or
                         original(path, index))
-    src = train.BatchSource(f"fastmri:{work}", R, 2, seed=0, augment=False, mask_fn=line_mask)
+    src = pipeline.BatchSource(f"fastmri:{work}", R, 2, seed=0, augment=False, mask_fn=line_mask)
     assert reads == []                                   # opening reads no slice
     # data written after the source was made is what the batches hold: nothing was preloaded
     new = {name: write_volume(work / name, n, seed=20 + n) for name, n in SLICES.items()}
@@ -229,7 +229,7 @@ def test_slices_are_read_lazily(folder, tmp_path, monkeypatch):
 def test_bad_folders_are_refused_before_training(folder, tmp_path):
     d, _ = folder
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        train.BatchSource(f"fastmri:{tmp_path / 'nowhere'}", R, 2, mask_fn=line_mask)
+        pipeline.BatchSource(f"fastmri:{tmp_path / 'nowhere'}", R, 2, mask_fn=line_mask)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no .h5 files"):
         images.load_images(f"fastmri:{tmp_path / 'empty'}", R)
@@ -240,7 +240,7 @@ def test_bad_folders_are_refused_before_training(folder, tmp_path):
     test_dir.mkdir()
     write_volume(test_dir / "file_t.h5", 2, test_file=True)
     with pytest.raises(FastMRIFileError, match=r"file_t\.h5.*'mask'.*undersampled"):
-        train.BatchSource(f"fastmri:{test_dir}", R, 2, mask_fn=line_mask)
+        pipeline.BatchSource(f"fastmri:{test_dir}", R, 2, mask_fn=line_mask)
 
     mixed = tmp_path / "mixed"
     mixed.mkdir()
@@ -266,7 +266,7 @@ def test_multi_coil_folder_gives_rss_magnitudes(tmp_path):
     assert pool.multicoil and not pool.keep_phase and pool.dtype == np.float32
     rss = np.sqrt(np.sum(np.abs(crop(ifft2c(kspace[1].astype(np.complex128)), R)) ** 2, axis=0))
     np.testing.assert_allclose(pool[1], (rss - rss.min()) / (rss.max() - rss.min()), atol=2e-6)
-    src = train.BatchSource(f"fastmri:{tmp_path}", R, 2, seed=0, augment=False, mask_fn=line_mask)
+    src = pipeline.BatchSource(f"fastmri:{tmp_path}", R, 2, seed=0, augment=False, mask_fn=line_mask)
     assert not np.any(src._keep_phase)
 
 
@@ -283,7 +283,7 @@ def test_run_trains_on_a_fastmri_folder(folder, tmp_path):
         "validation": dict(images=f"fastmri:{d}", count=2, plot_count=0),
     }
     out = tmp_path / "run"
-    result = train.run(config, str(out), log=None)
+    result = training.run(config, str(out), log=None)
     assert int(result.state.step) == 2
     with open(out / "metrics.json") as f:
         record = json.load(f)

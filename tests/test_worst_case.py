@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import common, worst_case
-from mrijax import attacks, masks, metrics
+from mrijax import attacks, masks, metrics, models
 
 TINY = ["--size=32", "--images=ellipses", "--steps=6", "--snapshots=2,4,6", "--chunk=3", "--radius=0.05"]
 
@@ -34,7 +34,8 @@ def test_writes_every_file_and_its_numbers_equal_library_calls(tmp_path):
     snaps = arr["snapshots"]                                   # (S, B, H, W)
     assert snaps.shape == (3, 2, 32, 32)
     ev = attacks.evaluate(recon, x, mask, snaps)
-    np.testing.assert_allclose(arr["psnr_drop"], np.asarray(ev["psnr_drop"]), atol=1e-3)
+    change = np.asarray(ev["psnr_perturbed"]) - np.asarray(ev["psnr_clean"])     # negative = worse
+    np.testing.assert_allclose(arr["psnr_change"], change, atol=1e-3)
     np.testing.assert_allclose(arr["diff_norm"], np.asarray(ev["diff_norm"]), rtol=1e-4, atol=1e-6)
     for i, image in enumerate(res["images"]):
         xn = np.linalg.norm(x[i])
@@ -45,9 +46,15 @@ def test_writes_every_file_and_its_numbers_equal_library_calls(tmp_path):
             rn = np.linalg.norm(snaps[s, i])
             assert snap["r_norm"] == pytest.approx(rn, rel=1e-4)
             assert rn <= 0.05 * xn * (1 + 1e-5)  # the projected search stays in the ball
-            assert snap["psnr_drop"] == pytest.approx(float(ev["psnr_drop"][s, i]), abs=1e-3)
+            assert snap["psnr_change"] == pytest.approx(float(change[s, i]), abs=1e-3)
             # The noise baseline draws perturbations of exactly this norm.
-            assert len(arr["noise_psnr_drop"][i, s]) == 3
+            assert len(arr["noise_psnr_change"][i, s]) == 3
+            assert snap["noise_psnr_change_min"] == pytest.approx(float(arr["noise_psnr_change"][i, s].min()))
+    assert res["summary"]["min_psnr_change_final"] == pytest.approx(float(change[-1].min()), abs=1e-3)
+    assert "psnr_change" in res["definitions"] and "negative = worse" in res["definitions"]["psnr_change"]
+    assert "mean((|rec| - |ref|)^2)" in res["definitions"]["psnr"]
+    for key in ("history_diff_norm", "history_r_rel", "history_ratio"):
+        assert arr[key].shape == (2, 6), key                   # (images, steps)
     # The reported best start is the one with the largest output change.
     np.testing.assert_array_equal(arr["best_start"], np.argmax(arr["start_diff_norm"], axis=1))
     assert res["snapshot_iterations"] == [2, 4, 6]
@@ -55,23 +62,32 @@ def test_writes_every_file_and_its_numbers_equal_library_calls(tmp_path):
     assert res["sampling_rate"] == pytest.approx(float(mask.mean()))
 
 
-def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path, monkeypatch):
+def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path, monkeypatch, capsys):
+    # Two images in batches of one: the arrays stack the batches along the image axis.
     flags = ["--num_images=2", "--batch=1", "--noise_draws=0", "--nocompare_cs"]
     assert _run(tmp_path / "whole", *flags) == 0
     whole = common.load_npz(str(tmp_path / "whole" / "arrays.npz"))
+    assert whole["x"].shape == (2, 32, 32)
+    for key in ("history_diff_norm", "history_r_rel", "history_ratio", "history_Q"):
+        assert whole[key].shape == (2, 6), key                 # (images, steps), not (12, 1)
+    for i in range(2):                                         # each image's row is its own batch's history
+        part = common.load_npz(str(tmp_path / "whole" / f"batch{i}.npz"))
+        np.testing.assert_array_equal(whole["history_diff_norm"][i], part["history_diff_norm"][0])
+    assert whole["snapshots"].shape == (3, 2, 32, 32) and whole["psnr_change"].shape == (3, 2)
+    capsys.readouterr()
 
-    # Interrupt the second batch right after its first chunk was saved.
+    # Ctrl-C in the second batch right after its first chunk was saved.
     real_save = common.save_npz
-    saves = []
 
     def save_then_stop(path, **arrays):
         real_save(path, **arrays)
-        saves.append(os.path.basename(path))
         if os.path.basename(path) == "state_batch1.npz":
             raise KeyboardInterrupt
     monkeypatch.setattr(common, "save_npz", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path / "cut", *flags)
+    assert _run(tmp_path / "cut", *flags) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "interrupted at iteration 3 of batch 2/2; rerun with --resume"
+    assert "Traceback" not in err and err.count("interrupted") == 1
     monkeypatch.setattr(common, "save_npz", real_save)
     assert (tmp_path / "cut" / "batch0.npz").exists()
     state = common.load_npz(str(tmp_path / "cut" / "state_batch1.npz"))
@@ -84,8 +100,44 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path, m
     assert _run(tmp_path / "cut", *flags, "--resume") == 0
     assert calls == [1]
     resumed = common.load_npz(str(tmp_path / "cut" / "arrays.npz"))
-    for k in ("r", "snapshots", "perturbed", "history_diff_norm"):
+    assert resumed.keys() == whole.keys()
+    for k in ("r", "snapshots", "perturbed", "psnr_change", "history_diff_norm", "history_ratio"):
+        assert resumed[k].shape == whole[k].shape, k
         np.testing.assert_allclose(resumed[k], whole[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_history_figure_plots_each_images_history(tmp_path):
+    """history.png: one line per image whose points are that image's (images, steps) history."""
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.random((3, 5)) for k, _ in worst_case.HISTORY_PANELS}
+    fig = worst_case.history_figure(arrays)
+    try:
+        assert len(fig.axes) == len(worst_case.HISTORY_PANELS)
+        for ax, (key, _) in zip(fig.axes, worst_case.HISTORY_PANELS):
+            lines = ax.get_lines()
+            assert len(lines) == 3, key                        # one per image, not one per iteration
+            for i, line in enumerate(lines):
+                np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 6))
+                np.testing.assert_array_equal(line.get_ydata(), arrays[key][i], err_msg=key)
+    finally:
+        common.pyplot().close(fig)
+
+
+def test_the_run_plots_the_history_it_saves(tmp_path, monkeypatch):
+    figures = []
+    real = worst_case.history_figure
+    monkeypatch.setattr(worst_case, "history_figure", lambda arrays: figures.append(real(arrays)) or figures[-1])
+    out = tmp_path / "run"
+    assert _run(out, "--model=zero_filled", "--num_images=2", "--batch=1", "--noise_draws=0", "--nocompare_cs") == 0
+    arr = common.load_npz(str(out / "arrays.npz"))
+    (fig,) = figures
+    for ax, (key, _) in zip(fig.axes, worst_case.HISTORY_PANELS):
+        ys = [line.get_ydata() for line in ax.get_lines()]
+        assert len(ys) == 2
+        for i in range(2):
+            np.testing.assert_allclose(ys[i], arr[key][i], err_msg=key)
+            assert np.all(np.isfinite(ys[i]))                  # a line with points, not an empty plot
+    assert (out / "history.png").is_file()
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -93,21 +145,70 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path, m
     (["--snapshots=0,3"], "--snapshots"),
     (["--model=/nonexistent/folder"], "checkpoint"),
     (["--model=deepmri_npz"], "--weights"),
+    (["--radius=nan"], "--radius=nan: must be a finite number"),
+    (["--radius=inf"], "--radius=inf: must be a finite number"),
+    (["--lr=-0.1"], "--lr must be > 0"),
+    (["--lr=0"], "--lr must be > 0"),
+    (["--lam=-1"], "--lam"),
 ])
 def test_bad_flags_fail_fast_with_a_message(tmp_path, capsys, extra, message):
     assert _run(tmp_path / "bad", *extra) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith("error: ") and err.count("\n") == 1      # one line, no traceback
     assert not (tmp_path / "bad" / "run_config.json").exists()
+
+
+@pytest.mark.parametrize("bad, index, count, message", [
+    ("nan", 3, 2, "image 3 holds 2 non-finite value(s)"),      # --num_images=2 takes images 1 and 3 of 4
+    ("inf", 1, 2, "image 1 holds 2 non-finite value(s)"),
+    ("constant", 1, 4, "image 1 of the 4 loaded is constant"),
+])
+def test_a_bad_image_is_refused_before_any_work(tmp_path, capsys, monkeypatch, bad, index, count, message):
+    x = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
+    if bad == "constant":
+        x[index] = 0.7
+    else:
+        x[index, 3, 4:6] = float(bad)
+    path = tmp_path / "images.npy"
+    np.save(path, x)
+    monkeypatch.setattr(attacks, "setup", lambda *a, **k: pytest.fail("the search started"))
+    monkeypatch.setattr(common, "reconstruction_factory", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert _run(tmp_path / "bad", f"--images={path}", f"--num_images={count}") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert message in err and str(path) in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_missing_optional_reader_is_one_line_with_the_install_hint(tmp_path, capsys, monkeypatch):
+    import sys
+    (tmp_path / "slice.dcm").write_bytes(b"not really DICOM")
+    monkeypatch.setitem(sys.modules, "pydicom", None)          # as if pydicom were not installed
+    assert _run(tmp_path / "out", f"--images={tmp_path / 'slice.dcm'}") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: pydicom is needed") and err.count("\n") == 1
+    assert "pip install -e '.[data]'" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_existing_run_needs_resume_and_the_same_flags(tmp_path, capsys):
     out = tmp_path / "run"
+    argv = ["worst_case", f"--out_dir={out}", *TINY, "--model=zero_filled", "--noise_draws=0", "--nocompare_cs"]
+    stored = {k: v for k, v in common.flag_dict(common.parse(worst_case.define_flags, argv)).items()
+              if k not in worst_case._NOT_NUMERIC}
+    stored.update(steps=5, batch=2)
     out.mkdir()
-    common.save_json(str(out / "run_config.json"), {"steps": 6})
-    assert _run(out, "--noise_draws=0", "--nocompare_cs") == 2
-    assert "--resume" in capsys.readouterr().err
-    assert _run(out, "--noise_draws=0", "--nocompare_cs", "--resume") == 2
-    assert "differ" in capsys.readouterr().err
+    common.save_json(str(out / "run_config.json"), stored)
+    assert worst_case.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and err.startswith("error: ") and err.count("\n") == 1
+    assert worst_case.main(argv + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    # Each flag that differs, with the stored and the requested value; nothing else.
+    assert "differ" in err and "--batch stored 2, requested 4; --steps stored 5, requested 6 " in err
+    assert "--size" not in err
 
 
 def test_zero_filled_reference_has_gain_exactly_one(tmp_path):
@@ -259,9 +360,42 @@ def test_coil_maps_refuse_an_automap_checkpoint(tmp_path, capsys, monkeypatch, m
     from mrijax import checkpoint
     from mrijax.models import Automap
     # A stand-in AUTOMAP checkpoint: the refusal needs only the model's type.
-    monkeypatch.setattr(checkpoint, "load_model", lambda path: (Automap(n=32, m=100), {}, {"model": {}}))
+    monkeypatch.setattr(models, "load", lambda path: (Automap(n=32, m=100), {}, {"model": {}}))
     (tmp_path / "automap").mkdir()
     assert _run(tmp_path / "bad", f"--images=kspace:{multicoil_file}", "--coil_maps=estimate",
                 f"--model={tmp_path / 'automap'}") == 2
-    assert "AUTOMAP" in capsys.readouterr().err
+    assert "'automap' model, which takes no coil maps" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "run_config.json").exists()
+
+
+def test_a_model_trained_on_another_mask_kind_gets_a_warning(tmp_path, capsys):
+    # The shipped cascade was trained with gaussian_lines masks; radial masks are a distribution shift.
+    assert _run(tmp_path / "radial", "--mask=radial", "--noise_draws=0", "--nocompare_cs", "--steps=2",
+                "--snapshots=2") == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "trained with 'gaussian_lines' masks" in err and "--mask=radial" in err
+    res = json.loads((tmp_path / "radial" / "results.json").read_text())
+    assert res["model"]["trained_mask_kind"] == "gaussian_lines"
+    assert _run(tmp_path / "lines", "--noise_draws=0", "--nocompare_cs", "--steps=2", "--snapshots=2") == 0
+    assert "warning:" not in capsys.readouterr().err
+
+
+def test_resume_with_more_steps_continues_a_constant_step_search(tmp_path, capsys):
+    grow = ["--schedule=constant", "--snapshots=2,4", "--noise_draws=0", "--nocompare_cs", "--num_images=2",
+            "--batch=1"]
+    assert _run(tmp_path / "grown", *grow, "--steps=4") == 0
+    assert _run(tmp_path / "grown", *grow, "--steps=7", "--resume") == 0
+    assert "--steps 4 -> 7" in capsys.readouterr().out
+    assert _run(tmp_path / "straight", *grow, "--steps=7") == 0
+    grown = np.load(tmp_path / "grown" / "arrays.npz")
+    straight = np.load(tmp_path / "straight" / "arrays.npz")
+    assert grown["history_Q"].shape == (2, 7)
+    for key in ("r", "snapshots", "history_Q", "history_diff_norm", "stopped_at"):
+        np.testing.assert_array_equal(grown[key], straight[key], err_msg=key)
+    # With the cosine schedule (the default with a radius) the steps so far depend on --steps.
+    assert _run(tmp_path / "cosine", "--noise_draws=0", "--nocompare_cs", "--steps=4", "--snapshots=2,4") == 0
+    capsys.readouterr()
+    assert _run(tmp_path / "cosine", "--noise_draws=0", "--nocompare_cs", "--steps=6", "--snapshots=2,4",
+                "--resume") == 2
+    err = capsys.readouterr().err
+    assert "--steps stored 4, requested 6" in err and "--schedule=constant" in err

@@ -47,6 +47,10 @@ from mrijax import fourier
 from mrijax._checks import check_image
 from mrijax.data.io import require
 
+__all__ = ["FastMRIFileError", "FastMRISlice", "FastMRIVolume", "HEADER_KEY", "KSPACE_KEY", "MASK_KEY",
+           "MULTICOIL_TARGET_KEY", "SINGLECOIL_TARGET_KEY", "center_crop", "center_crop_or_pad",
+           "iterate_slices", "mask_seed", "parse_ismrmrd_header", "read_slice", "read_volume", "target_image"]
+
 KSPACE_KEY = "kspace"
 SINGLECOIL_TARGET_KEY = "reconstruction_esc"
 MULTICOIL_TARGET_KEY = "reconstruction_rss"

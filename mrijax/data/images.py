@@ -21,6 +21,7 @@ coils: ``(N, C, size, size)`` k-space for experiments with coil sensitivity maps
 from __future__ import annotations
 
 import functools
+import logging
 import pathlib
 from typing import Callable
 
@@ -28,8 +29,13 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from mrijax._checks import check_finite
-from mrijax.data.io import scale_unit
+from mrijax import fourier
+from mrijax._checks import check_finite, check_finite_images
+from mrijax.data import fastmri, mni, phantoms
+from mrijax.data.io import load_array, load_dicom, load_nifti, resize_square, scale_unit
+
+__all__ = ["FastMRISlices", "SPEC_OPTIONS", "fastmri_pool", "fastmri_slice_image", "image_generator",
+           "images_from_kspace", "keeps_phase", "load_images", "load_multicoil_kspace"]
 
 _PHANTOM_NAMES = ("shepp_logan", "shepp-logan", "phantom")
 _ELLIPSE_NAMES = ("ellipses",)
@@ -60,53 +66,9 @@ def image_generator(spec):
     """
     name = str(spec).strip().lower()
     if name in _ELLIPSE_NAMES or name in _VARIANT_NAMES:
-        from mrijax.data import phantoms
 
         return phantoms.random_ellipses if name in _ELLIPSE_NAMES else phantoms.shepp_logan_variant
     return None
-
-
-def center_crop_square(images):
-    """Centre-crop the trailing two axes to a square of side ``min(H, W)``.
-
-    The crop starts at ``(n - m) // 2`` (fastMRI's ``center_crop`` convention).
-    """
-    images = np.asarray(images)
-    H, W = images.shape[-2:]
-    n = min(H, W)
-    top, left = (H - n) // 2, (W - n) // 2
-    return images[..., top:top + n, left:left + n]
-
-
-def _resize_real(x, size):
-    out = jax.image.resize(jnp.asarray(x, jnp.float32), x.shape[:-2] + (size, size),
-                           method="lanczos3", antialias=True)
-    return np.asarray(out)
-
-
-def resize_square(images, size: int):
-    """Centre-crop ``(..., H, W)`` images to a square and resize them to ``(size, size)``.
-
-    The resize is JAX's antialiased Lanczos-3 (``jax.image.resize(method="lanczos3",
-    antialias=True)``), so downsizing low-passes first instead of aliasing.  Real
-    images are clipped to each image's original ``[min, max]`` afterwards (Lanczos
-    overshoots at edges); complex images are resized part by part and not clipped.
-    An image that already has the requested size is returned unchanged.
-
-    Returns:
-      ``float32`` or ``complex64`` NumPy array ``(..., size, size)``.
-    """
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    x = center_crop_square(images)
-    is_complex = np.iscomplexobj(x)
-    if x.shape[-1] == size:
-        return x.astype(np.complex64 if is_complex else np.float32)
-    if is_complex:
-        return (_resize_real(x.real, size) + 1j * _resize_real(x.imag, size)).astype(np.complex64)
-    lo = x.min(axis=(-2, -1), keepdims=True)
-    hi = x.max(axis=(-2, -1), keepdims=True)
-    return np.clip(_resize_real(x, size), lo, hi).astype(np.float32)
 
 
 def _scale(images):
@@ -140,7 +102,6 @@ def _as_stack(a, source):
 
 
 def _fastmri_targets(path, count):
-    from mrijax.data import fastmri
 
     with fastmri.read_volume(path) as vol:
         idx = _pick(len(vol), count, path)
@@ -150,6 +111,16 @@ def _fastmri_targets(path, count):
             # The stored target's size when there is one, else the header's recon size.
             out.append(np.asarray(fastmri.target_image(s.kspace, s.recon_size)))
     return np.stack(out)
+
+
+def _load_array(path, key):
+    """:func:`mrijax.data.io.load_array`, a missing key raised as ``ValueError`` (a bad ``--images``
+    value, like every other) with the reader's message."""
+
+    try:
+        return load_array(path, key)
+    except KeyError as e:
+        raise ValueError(e.args[0] if e.args else str(e)) from e
 
 
 def _split_key(spec: str):
@@ -162,6 +133,7 @@ def _split_key(spec: str):
 
 
 def _load_path(spec: str, count):
+    """``(images, indices)``: the chosen images of a file or folder and their indices in it."""
     path, key = _split_key(spec)
     name = path.name.lower()
     known = name.endswith(_ARRAY_SUFFIXES + _NIFTI_SUFFIXES + (".h5", ".dcm"))
@@ -170,26 +142,22 @@ def _load_path(spec: str, count):
             raise FileNotFoundError(f"--images {spec!r}: no such file {path}")
         raise ValueError(f"unknown image spec {spec!r}: expected one of {', '.join(SPEC_OPTIONS)}")
     if path.is_dir():
-        from mrijax.data.io import load_dicom
 
         images = load_dicom(path)
     elif name.endswith(_ARRAY_SUFFIXES):
-        from mrijax.data.io import load_array
-
-        images = _as_stack(load_array(path, key), path)
+        images = _as_stack(_load_array(path, key), path)
     elif name.endswith(".h5"):
-        return _fastmri_targets(path, count)
+        return _fastmri_targets(path, count), None
     elif name.endswith(_NIFTI_SUFFIXES):
-        from mrijax.data.io import load_nifti
 
         images = load_nifti(path, axis=2)
     elif name.endswith(".dcm"):
-        from mrijax.data.io import load_dicom
 
         images = load_dicom(path)
     else:
         raise ValueError(f"{path}: unsupported file type; expected one of {', '.join(SPEC_OPTIONS)}")
-    return images[_pick(images.shape[0], count, path)]
+    idx = _pick(images.shape[0], count, path)
+    return images[idx], idx
 
 
 # --------------------------------------------------------------------------- k-space sources
@@ -238,7 +206,6 @@ def _check_kspace(kspace, source) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _kspace_to_image(kspace, uncentred: bool, multicoil: bool):
-    from mrijax import fourier
 
     if uncentred:
         kspace = fourier.from_uncentred_kspace(kspace)
@@ -293,17 +260,17 @@ def _read_kspace_file(spec: str, prefix: str):
                          f"files, got {path.name!r}")
     if not path.is_file():
         raise FileNotFoundError(f"--images {prefix}:{spec}: no such file {path}")
-    from mrijax.data.io import load_array
-
     where = f"{path}" if key is None else f"{path} [{key!r}]"
-    return _check_kspace(load_array(path, key), where), where
+    return _check_kspace(_load_array(path, key), where), where
 
 
 def _load_kspace(spec: str, prefix: str, count):
-    """The images of a ``kspace:`` / ``kspace_uncentred:`` spec (only the chosen slices are transformed)."""
+    """``(images, indices)`` of a ``kspace:`` / ``kspace_uncentred:`` spec (only the chosen slices
+    are transformed)."""
     k, where = _read_kspace_file(spec, prefix)
-    k = k[_pick(k.shape[0], count, where)]  # transform only the chosen slices
-    return images_from_kspace(k, uncentred=_KSPACE_PREFIXES[prefix], source=where)
+    idx = _pick(k.shape[0], count, where)
+    k = k[idx]  # transform only the chosen slices
+    return images_from_kspace(k, uncentred=_KSPACE_PREFIXES[prefix], source=where), idx
 
 
 def fastmri_slice_image(kspace, recon_size, keep_phase: bool = True) -> np.ndarray:
@@ -328,8 +295,6 @@ def fastmri_slice_image(kspace, recon_size, keep_phase: bool = True) -> np.ndarr
     Returns:
       ``complex64`` (single-coil, ``keep_phase``) or ``float32`` NumPy ``(rows, cols)``.
     """
-    from mrijax import fourier
-    from mrijax.data import fastmri
 
     kspace = np.asarray(kspace)
     if kspace.ndim not in (2, 3):
@@ -410,7 +375,6 @@ class FastMRISlices:
             ``lambda f, i, n: n // 4 <= i < n - n // 4``.
           cache_size: images kept in memory (0: none).
         """
-        from mrijax.data import fastmri
 
         if not isinstance(size, (int, np.integer)) or size < 1:
             raise ValueError(f"size must be a positive int, got {size!r}")
@@ -465,7 +429,6 @@ class FastMRISlices:
         return str(f), int(i)
 
     def _read(self, k: int) -> np.ndarray:
-        from mrijax.data import fastmri
 
         f, i = self._entries[k]
         s = fastmri.read_slice(f, i)
@@ -511,7 +474,38 @@ def _check_load_args(spec, size, count):
         raise ValueError(f"count must be a positive int or None, got {count!r}")
 
 
-def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.ndarray:
+def _preparation_line(source, raw, size, resized) -> str | None:
+    """One line saying what :func:`load_images` did to a user's images, or ``None`` if nothing."""
+    n, (h, w) = raw.shape[0], raw.shape[-2:]
+    side = min(h, w)
+    steps = []
+    if (h, w) != (side, side):
+        steps.append(f"centre-cropped to {side}x{side}")
+    if side != size:
+        steps.append(f"resized to {size}x{size} (antialiased Lanczos-3)")
+    flat = resized.reshape(n, -1)
+    if np.iscomplexobj(resized):
+        peak = np.abs(flat).max(axis=1)
+        if not np.allclose(peak, 1.0, rtol=1e-6):
+            steps.append(f"{'each ' if n > 1 else ''}divided by its largest modulus "
+                         f"({_span(peak)}), phase kept")
+    else:
+        lo, hi = flat.min(axis=1), flat.max(axis=1)
+        if not (np.allclose(lo, 0.0, atol=1e-7) and np.allclose(hi, 1.0, rtol=1e-6)):
+            steps.append(f"{'each ' if n > 1 else ''}scaled to [0, 1] from its own [min, max] "
+                         f"(min {_span(lo)}, max {_span(hi)})")
+    if not steps:
+        return None
+    return f"{source}: {n} image(s) of {h}x{w}, " + ", ".join(steps)
+
+
+def _span(values) -> str:
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return f"{lo:.4g}" if lo == hi else f"{lo:.4g} to {hi:.4g}"
+
+
+def load_images(spec, size: int, count: int | None = 1, seed: int = 0,
+                log: Callable[[str], None] | None = None) -> np.ndarray:
     """Load ``count`` square test images of side ``size`` from a spec string.
 
     Spec grammar (case-insensitive names; paths as given):
@@ -569,6 +563,10 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
       count: number of images; ``None`` for all of a file's (1 for generated ones).
       seed: seeds ``ellipses`` and ``shepp_logan_variants`` (image ``j`` from the
         seed ``[seed, j]``); unused by other sources (they are deterministic).
+      log: called once with one line saying what was done to a user's images (files,
+        k-space and fastMRI sources): the shape they had, the crop, the resize and the
+        scaling; not called when nothing changed, nor for the embedded phantoms and the MNI
+        template.  Default: ``logging.getLogger("mrijax.data.images").info``.
 
     Returns:
       ``float32`` (real sources) or ``complex64`` (complex arrays, single-coil k-space)
@@ -576,8 +574,9 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
 
     Raises:
       ValueError: unknown spec (the message lists the options), bad count/size,
-        unreadable file, k-space of the wrong rank or not complex, non-finite values
-        (a :class:`mrijax.data.fastmri.FastMRIFileError`, a ValueError, names the file
+        unreadable file or a missing ``KEY``, k-space of the wrong rank or not complex, non-finite values
+        (the message names the spec and the image's index in its file; a
+        :class:`mrijax.data.fastmri.FastMRIFileError`, a ValueError, names the file
         and key of a bad fastMRI volume).
       FileNotFoundError: a path with a known suffix, or a fastMRI folder, that does not exist.
       ImportError: an optional reader (h5py, nibabel, pydicom, nilearn) is missing.
@@ -586,37 +585,51 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
     text = str(spec).strip()
     name = text.lower()
     source = f"--images {text!r}"
+    if log is None:
+        log = logging.getLogger(__name__).info
+    indices = None
+    user = True   # a user's data (file, k-space, fastMRI): what the loader does to it is logged
 
     if name in _PHANTOM_NAMES:
-        from mrijax.data import phantoms
 
         images = np.repeat(np.asarray(phantoms.shepp_logan(size))[None], count or 1, axis=0)
+        user = False
     elif name in _ELLIPSE_NAMES:
-        from mrijax.data import phantoms
 
         images = np.asarray(phantoms.random_ellipses_batch(count or 1, size, seed))
+        user = False
     elif name in _VARIANT_NAMES:
-        from mrijax.data import phantoms
 
         images = np.asarray(phantoms.shepp_logan_variants(count or 1, size, seed))
+        user = False
     elif name == "mni" or name.startswith("mni:"):
-        from mrijax.data import mni
 
         plane = name.split(":", 1)[1] if ":" in name else "axial"
         images = mni.mni_slices(size=size, plane=plane, count=count)
+        user = False
     elif _prefixed(text, _FASTMRI_PREFIXES) is not None:
         images = fastmri_pool(text, size, count=count, cache_size=0).load()
+        check_finite_images(images, source)
+        log(f"{source}: {images.shape[0]} slice(s), each cropped to its reconstructed field of view, "
+            f"centre-cropped to a square, resized to {size}x{size} where needed and scaled "
+            + ("(largest modulus 1, phase kept)" if np.iscomplexobj(images) else "to [0, 1]"))
+        return images
     elif _prefixed(text, _KSPACE_PREFIXES) is not None:
         prefix, rest = _prefixed(text, _KSPACE_PREFIXES)
-        images = _load_kspace(rest, prefix, count)
+        images, indices = _load_kspace(rest, prefix, count)
     else:
-        images = _load_path(text, count)
+        images, indices = _load_path(text, count)
 
     images = np.asarray(images)
-    check_finite(images, source)
-    images = _scale(resize_square(images, size))
-    check_finite(images, source)
-    return images
+    check_finite_images(images, source, indices)
+    resized = resize_square(images, size)
+    scaled = _scale(resized)
+    check_finite_images(scaled, source, indices)
+    if user:
+        line = _preparation_line(source, images, size, resized)
+        if line is not None:
+            log(line)
+    return scaled
 
 
 # --------------------------------------------------------------------------- multi-coil k-space
@@ -624,7 +637,6 @@ def load_images(spec, size: int, count: int | None = 1, seed: int = 0) -> np.nda
 
 @functools.partial(jax.jit, static_argnums=1)
 def _coil_images(kspace, uncentred: bool):
-    from mrijax import fourier
 
     if uncentred:
         kspace = fourier.from_uncentred_kspace(kspace)
@@ -633,7 +645,6 @@ def _coil_images(kspace, uncentred: bool):
 
 def _multicoil_slice(coil_images, size: int, where: str) -> np.ndarray:
     """``(C, H, W)`` coil images -> ``(C, size, size)`` centred k-space whose RSS image has max 1."""
-    from mrijax import fourier
 
     coil_images = np.asarray(coil_images)
     check_finite(coil_images, where)
@@ -709,8 +720,6 @@ def load_multicoil_kspace(spec, size: int, count: int | None = None) -> np.ndarr
 
     found = _prefixed(text, _FASTMRI_PREFIXES)
     if found is not None:
-        from mrijax.data import fastmri
-        from mrijax import fourier
 
         prefix, folder = found
         if not folder:

@@ -21,8 +21,14 @@ import os
 import pathlib
 
 import numpy as np
+import jax
+import jax.numpy as jnp
+import scipy.io
 
-_INSTALL_HINT = "pip install mrijax[data]"
+__all__ = ["center_crop_square", "display_orientation", "load_array", "load_dicom", "load_nifti", "require",
+           "resize_square", "scale_unit"]
+
+_INSTALL_HINT = "in a checkout: pip install -e '.[data]'; otherwise: pip install mrijax[data]"
 
 
 def require(module: str, purpose: str):
@@ -158,8 +164,6 @@ def _load_mat(p, key):
     if _is_hdf5(p):
         arrays = _mat73_arrays(p)
     else:
-        import scipy.io
-
         try:
             raw = scipy.io.loadmat(p)
         except NotImplementedError:  # v7.3 not recognised by the signature scan
@@ -347,3 +351,46 @@ def load_dicom(path_or_folder, scale: bool = True) -> np.ndarray:
         raise ValueError(f"{p}: the slices have different sizes {sorted(shapes)}")
     images = np.concatenate([entries[i][2] for i in order], axis=0)
     return scale_unit(images) if scale else images.astype(np.float32)
+
+
+def center_crop_square(images):
+    """Centre-crop the trailing two axes to a square of side ``min(H, W)``.
+
+    The crop starts at ``(n - m) // 2`` (fastMRI's ``center_crop`` convention).
+    """
+    images = np.asarray(images)
+    H, W = images.shape[-2:]
+    n = min(H, W)
+    top, left = (H - n) // 2, (W - n) // 2
+    return images[..., top:top + n, left:left + n]
+
+
+def _resize_real(x, size):
+    out = jax.image.resize(jnp.asarray(x, jnp.float32), x.shape[:-2] + (size, size),
+                           method="lanczos3", antialias=True)
+    return np.asarray(out)
+
+
+def resize_square(images, size: int):
+    """Centre-crop ``(..., H, W)`` images to a square and resize them to ``(size, size)``.
+
+    The resize is JAX's antialiased Lanczos-3 (``jax.image.resize(method="lanczos3",
+    antialias=True)``), so downsizing low-passes first instead of aliasing.  Real
+    images are clipped to each image's original ``[min, max]`` afterwards (Lanczos
+    overshoots at edges); complex images are resized part by part and not clipped.
+    An image that already has the requested size is returned unchanged.
+
+    Returns:
+      ``float32`` or ``complex64`` NumPy array ``(..., size, size)``.
+    """
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    x = center_crop_square(images)
+    is_complex = np.iscomplexobj(x)
+    if x.shape[-1] == size:
+        return x.astype(np.complex64 if is_complex else np.float32)
+    if is_complex:
+        return (_resize_real(x.real, size) + 1j * _resize_real(x.imag, size)).astype(np.complex64)
+    lo = x.min(axis=(-2, -1), keepdims=True)
+    hi = x.max(axis=(-2, -1), keepdims=True)
+    return np.clip(_resize_real(x, size), lo, hi).astype(np.float32)

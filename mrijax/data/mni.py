@@ -18,7 +18,9 @@ import pathlib
 
 import numpy as np
 
-from mrijax.data.io import display_orientation, require, scale_unit
+from mrijax.data.io import display_orientation, require, resize_square, scale_unit
+
+__all__ = ["MNI_T1_FILENAME", "PLANES", "brain_slice_indices", "mni_slices", "mni_template_path"]
 
 MNI_T1_FILENAME = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}  # the RAS+ axis each plane is normal to
@@ -108,7 +110,7 @@ def mni_slices(size: int = 128, plane: str = "axial", indices=None, count: int |
     Slices are taken along ``plane``, cropped to the square around the brain's
     bounding box in that plane (the same box for every slice, so all share one
     scale), resized to ``(size, size)`` with an antialiased Lanczos-3 filter
-    (:func:`mrijax.data.images.resize_square`), shown in radiological orientation
+    (:func:`mrijax.data.io.resize_square`), shown in radiological orientation
     (axial: anterior up, patient's right on the left; coronal/sagittal: superior up)
     and scaled to ``[0, 1]`` per slice.  Deterministic.
 
@@ -150,7 +152,6 @@ def mni_slices(size: int = 128, plane: str = "axial", indices=None, count: int |
                     f"count must be an int in [1, {candidates.size}] for the {plane} plane, got {count!r}")
             idx = candidates[((np.arange(count) + 0.5) * candidates.size / count).astype(int)]
 
-    from mrijax.data.images import resize_square
 
     slices = display_orientation(np.moveaxis(np.take(volume, idx, axis=axis), axis, 0))
     support = display_orientation((volume > _BRAIN_LEVEL * volume.max()).any(axis=axis))

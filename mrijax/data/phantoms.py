@@ -22,6 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
+__all__ = ["ellipse", "random_ellipses", "random_ellipses_batch", "shepp_logan", "shepp_logan_variant",
+           "shepp_logan_variants", "with_smooth_phase"]
+
 # The modified Shepp-Logan phantom of Toft (1996), "The Radon transform: theory and
 # implementation", p. 199: the ellipses of Shepp & Logan (1974) with intensities
 # raised for visual contrast.  Columns: intensity (added inside the ellipse),

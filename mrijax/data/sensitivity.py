@@ -32,6 +32,9 @@ import jax.numpy as jnp
 from mrijax import fourier
 from mrijax._checks import check_image, complex_dtype_for
 
+__all__ = ["DEFAULT_CALIB_SIZE", "calibration_size_from_mask", "calibration_window", "estimate_coil_maps",
+           "rss"]
+
 DEFAULT_CALIB_SIZE = 24
 
 

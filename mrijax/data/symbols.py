@@ -37,6 +37,15 @@ import numbers
 from typing import NamedTuple, Sequence
 
 import numpy as np
+import jax
+import jax.numpy as jnp
+
+from mrijax import metrics
+from mrijax._checks import check_int
+
+__all__ = ["FONT", "SUITS", "Symbol", "TEXT", "bounding_box", "coverage", "default_layout",
+           "ellipse_coverage", "ellipse_region", "glyph_polygons", "glyph_text", "region_norms",
+           "region_psnr", "region_ssim", "render"]
 
 SUITS = {"spade": "\u2660", "heart": "\u2665", "diamond": "\u2666", "club": "\u2663"}
 """Names of the four card suits and their (black) Unicode characters."""
@@ -92,12 +101,6 @@ def _shape(shape):
     raise ValueError(f"shape must be a pair of positive ints (H, W), got {shape!r}")
 
 
-def _positive_int(value, name):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
 def _finite_pair(value, name):
     try:
         a, b = (float(v) for v in value)
@@ -141,7 +144,7 @@ def glyph_polygons(text: str, *, family: str = FONT, points_per_curve: int = 8):
     from matplotlib.path import Path
     from matplotlib.textpath import TextPath
 
-    points_per_curve = _positive_int(points_per_curve, "points_per_curve")
+    points_per_curve = check_int(points_per_curve, "points_per_curve", 1)
     chars = glyph_text(text)
     prop = FontProperties(family=family)
     try:
@@ -204,7 +207,7 @@ def coverage(shape, text: str, center, height: float, *, supersample: int = 4, f
     from matplotlib.path import Path
 
     h, w = _shape(shape)
-    s = _positive_int(supersample, "supersample")
+    s = check_int(supersample, "supersample", 1)
     cy, cx = _finite_pair(center, "center")
     if not (isinstance(height, numbers.Real) and np.isfinite(height) and height > 0):
         raise ValueError(f"height must be a finite number > 0, got {height!r}")
@@ -302,7 +305,7 @@ def ellipse_coverage(shape, center, radii, *, supersample: int = 4) -> np.ndarra
       float64 ``(H, W)`` in ``[0, 1]``.
     """
     h, w = _shape(shape)
-    s = _positive_int(supersample, "supersample")
+    s = check_int(supersample, "supersample", 1)
     cy, cx = _finite_pair(center, "center")
     ry, rx = _finite_pair(radii, "radii")
     if ry <= 0 or rx <= 0:
@@ -348,7 +351,7 @@ def bounding_box(mask, pad: int = 0, min_size: int = 1):
         raise ValueError(f"mask must have shape (..., H, W), got {m.shape}")
     if not isinstance(pad, numbers.Integral) or isinstance(pad, bool) or pad < 0:
         raise ValueError(f"pad must be an int >= 0, got {pad!r}")
-    min_size = _positive_int(min_size, "min_size")
+    min_size = check_int(min_size, "min_size", 1)
     m = m.reshape((-1,) + m.shape[-2:]).any(axis=0)
     h, w = m.shape
     if min_size > min(h, w):
@@ -373,7 +376,6 @@ def bounding_box(mask, pad: int = 0, min_size: int = 1):
 
 
 def _magnitude(a):
-    import jax.numpy as jnp
     a = jnp.asarray(a)
     return jnp.abs(a) if jnp.iscomplexobj(a) else a
 
@@ -396,9 +398,6 @@ def region_psnr(x, ref, region, peak=None):
       One value per image; ``+inf`` where ``x`` equals ``ref`` on the region.  Works
       under ``jit`` and ``vmap``.
     """
-    import jax
-    import jax.numpy as jnp
-    from mrijax.metrics import _psnr_from
 
     xm, rm = _magnitude(x), _magnitude(ref)
     if xm.shape != rm.shape or xm.ndim < 2:
@@ -414,7 +413,7 @@ def region_psnr(x, ref, region, peak=None):
     mse = jnp.sum(wgt * jnp.square(xm - rm), axis=(-2, -1)) / count
     if peak is None:
         peak = jnp.max(jnp.abs(rm), axis=(-2, -1))
-    return _psnr_from(jnp.asarray(peak, mse.dtype), mse)
+    return metrics._psnr_from(jnp.asarray(peak, mse.dtype), mse)
 
 
 def region_ssim(x, ref, box, data_range=None, *, win_size: int = 7):
@@ -432,8 +431,6 @@ def region_ssim(x, ref, box, data_range=None, *, win_size: int = 7):
     Returns:
       One value per image.
     """
-    import jax.numpy as jnp
-    from mrijax import metrics
 
     try:
         r0, r1, c0, c1 = (int(b) for b in box)

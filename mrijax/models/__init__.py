@@ -1,30 +1,20 @@
-"""Learned reconstruction maps (Flax Linen): parameters are plain pytrees and ``apply`` is pure.
+"""Reconstruction models and the one protocol through which the library uses them.
 
+* :mod:`mrijax.models.registry`: :class:`ModelSpec`, :func:`register`, :func:`reconstruction_map`
+  (any registered model as a pure ``f(y) -> image`` for a measurement operator),
+  :func:`build` / :func:`model_config` (JSON configs) and :func:`load` (a checkpoint).
 * :class:`Cascade`: the Deep Cascade of CNNs with data consistency (Schlemper et al. 2017),
-  the "Deep MRI" / D5-C5 network of Antun et al. 2020.
-* :class:`Automap`: AUTOMAP (Zhu et al. 2018) as described in Antun et al.'s SI 2.1.
+  the "Deep MRI" / D5-C5 network of Antun et al. 2020 (registry name ``"cascade"``).
+* :class:`Automap`: AUTOMAP (Zhu et al. 2018) as described in Antun et al.'s SI 2.1
+  (``"automap"``).
 * :func:`load_deepmri_npz`: the published pretrained D5-C5 weights -> ``(Cascade, params)``.
-* :func:`reconstruction_map`: any model as a pure ``f(masked centred k-space) -> image``.
-* :func:`load`: a model trained by :mod:`mrijax.train` from its checkpoint directory.
 """
 
+from mrijax.models.registry import (ModelSpec, build, get, load, model_config, names, reconstruction_map,
+                                    register, spec_for)
 from mrijax.models.automap import Automap
 from mrijax.models.cascade import Cascade, count_params
 from mrijax.models.deepmri import load_deepmri_npz
-from mrijax.models.recon import reconstruction_map
 
-
-def load(checkpoint_dir, which=None):
-    """Rebuild a trained model from an orbax checkpoint: ``(model, params, config)``.
-
-    The model class and its keyword arguments come from the config stored beside the
-    parameters.  ``which`` is ``"latest"``, ``"best"`` or ``None`` (best if present, else
-    latest).  See :func:`mrijax.checkpoint.load_model`, which this calls.
-    """
-    # Imported here: mrijax.checkpoint looks model classes up in this package.
-    from mrijax.checkpoint import load_model
-
-    return load_model(checkpoint_dir, which)
-
-
-__all__ = ["Automap", "Cascade", "count_params", "load", "load_deepmri_npz", "reconstruction_map"]
+__all__ = ["Automap", "Cascade", "ModelSpec", "build", "count_params", "get", "load", "load_deepmri_npz",
+           "model_config", "names", "reconstruction_map", "register", "spec_for"]

@@ -34,9 +34,15 @@ making that collection mutable::
 from __future__ import annotations
 
 import flax.linen as nn
+import numpy as np
+import jax
 import jax.numpy as jnp
 
+from mrijax import operators
 from mrijax._checks import check_image
+from mrijax.models import registry
+
+__all__ = ["Automap", "SPEC"]
 
 
 class Automap(nn.Module):
@@ -81,3 +87,53 @@ class Automap(nn.Module):
         self.sow("intermediates", "activations", h.reshape(lead + h.shape[1:]))
         h = nn.ConvTranspose(1, (7, 7), padding="SAME", name="deconv")(h)
         return h[..., 0].reshape(lead + (self.n, self.n))
+
+
+def _check(model, op):
+    try:
+        mask = np.asarray(op.mask)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as e:
+        raise TypeError("AUTOMAP needs a concrete mask (it fixes the length m of y): build its operator "
+                        "from a NumPy array, not a traced value") from e
+    if mask.ndim != 2:
+        raise ValueError(f"AUTOMAP needs one 2-D mask (n, n), got shape {mask.shape}")
+    if mask.shape != (model.n, model.n):
+        raise ValueError(f"mask has shape {mask.shape} but the AUTOMAP model is for {model.n} x {model.n}")
+    if int(mask.sum()) != model.m:
+        raise ValueError(f"mask samples {int(mask.sum())} entries but the AUTOMAP model takes m = {model.m}")
+
+
+def _apply(model, variables, op, y):
+    return model.apply(variables, op.gather(y))
+
+
+def _apply_with_activations(model, variables, op, y):
+    out, state = model.apply(variables, op.gather(y), mutable=["intermediates"])
+    return out, state.get("intermediates")
+
+
+def _init(model, key, op, y):
+    # The input length is the model's m, whatever the example operator samples.
+    return model.init(key, jnp.zeros(y.shape[:-2] + (model.m,), jnp.complex64))
+
+
+def _complete_kwargs(kwargs, image_size, fixed_operator):
+    if fixed_operator is None:
+        raise ValueError("AUTOMAP's input length is fixed by its mask: train it with one fixed mask "
+                         "(mask mode 'fixed')")
+    out = dict(kwargs)
+    out.setdefault("n", int(image_size))
+    out.setdefault("m", int(np.asarray(fixed_operator.mask).sum()))
+    return out
+
+
+SPEC = registry.register(registry.ModelSpec(
+    name="automap", cls=Automap, apply=_apply, init=_init, trained=True, inputs=("measurement_vector",),
+    operator_types=(operators.Cartesian,), static_operator=True, apply_with_activations=_apply_with_activations,
+    complete_kwargs=_complete_kwargs, check=_check,
+    hyperparameters=(
+        registry.Hyper("hidden", 64, "Width of the first fully connected layer (25000 in the paper)."),
+        registry.Hyper("conv_features", 64, "Channels of the two 5x5 convolutions.")),
+    # Antun et al., SI 2.1.2: squared l2 of the magnitude error + 1e-4 l1 of conv2's activations.
+    train_defaults={"loss": "magnitude_l2", "mask_mode": "fixed", "activation_penalty": 1e-4},
+    aliases=("Automap",)))

@@ -21,9 +21,9 @@ Parameters are a plain pytree with predictable names (HWIO kernels, as Flax)::
 Two implementations of the thin convolutions
 --------------------------------------------
 On XLA:CPU the first (2 -> F) and last (F -> 2) convolutions of each block run far below
-the throughput of the F -> F ones (7-12 against ~150 GFLOP/s on a quiet machine): so few
-channels do not vectorise well in the convolution emitter.  ``small_conv_impl="matmul"``
-computes them as matrix products instead, with *the same kernel pytree*:
+the throughput of the F -> F ones (so few channels do not vectorise well in the convolution
+emitter; measured in ``docs/performance.md``).  ``small_conv_impl="matmul"`` computes them as
+matrix products instead, with *the same kernel pytree*:
 
 * first conv: im2col over the ``k x k`` neighbourhood, ``(N*H*W, k*k*2) @ (k*k*2, F)``;
 * last conv: ``(N*H*W, F) @ (F, k*k*2)`` then a sum of the ``k*k`` shifted 2-channel
@@ -50,26 +50,16 @@ again with the same parameters:
 * ``"winograd4"``: F(4x4, 3x3), 2.25 multiplications, about 10x the float32 error;
 * ``"auto"`` (the default): ``"xla"`` on every backend.
 
-Why auto is not Winograd on CPU: measured on the 2-core development machine (AVX-512,
-shared, so noisy), F(2x2) makes the bare network iteration (forward + input gradient,
-``bench/cascade.py``, 128 x 128) 5-20% faster than XLA, but ``worst_case`` end to end
-(``bench/attack.py``, 6 interleaved runs each) only 2% at batch 8 (3.00 against 2.94
-image-iterations/s, within the noise) and ~10% at batch 1 (2.95 against 2.65); it
-compiles ~10 s slower, and its custom VJP rules out ``jax.jvp`` (used by
-:func:`mrijax.attacks.local_lipschitz`).  F(4x4) is 10-25% slower than XLA.  Per 64 -> 64 layer (batch 8, 128 x 128, quiet machine) XLA's direct
-convolution takes 74 ms; F(2x2) spends 42 ms in its matrix products (only ``C_in = 64``
-deep, 55% of the GEMM rate) but 56 + 17 ms in the input and output transforms: strided,
-memory-bound passes over 4x the activation's size that XLA cannot fuse with the products
-(F(4x4): 19 ms of products, 46 + 17 ms of transforms).  Keeping the transforms in cache by
-processing chunks of the batch or of the image needs either a rolled loop (XLA:CPU runs
-the convolutions and products about 2x slower inside one) or unrolled chunks (compile
-times of minutes).
+Why auto is not Winograd on CPU: its memory-bound input and output transforms eat most of the
+saved multiplications, so end to end the attack gains little or nothing, it compiles slower,
+and its custom VJP rules out ``jax.jvp`` (:func:`mrijax.attacks.local_lipschitz`).  The
+measurements are in ``docs/performance.md``.
 
 Memory
 ------
 ``remat=True`` stores only each cascade's input for the backward pass and recomputes the
-block; for an input gradient of D5-C5 at 256 x 256, batch 8, float32, XLA's buffer
-assignment drops from 2.6 GiB to 0.7 GiB of temporaries.
+block, so gradient memory scales with one block instead of ``n_cascades`` (measured in
+``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -84,8 +74,12 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from mrijax import dc
+from mrijax import dc, operators
 from mrijax._checks import check_coil_maps, check_image, check_mask, complex_dtype_for
+from mrijax.models import registry
+
+__all__ = ["CONV_IMPLS", "Cascade", "CascadeBlock", "SMALL_CONV_IMPLS", "SPEC", "block_apply",
+           "conv_same_winograd", "count_params", "winograd_matrices"]
 
 SMALL_CONV_IMPLS = ("auto", "conv", "matmul")
 CONV_IMPLS = ("auto", "xla", "winograd", "winograd4")
@@ -315,12 +309,8 @@ def conv_same_winograd(x, kernel, tile: int = 2):
     output and channel pair instead of ``k**2`` (F(2x2, 3x3): 4 instead of 9; F(4x4, 3x3):
     2.25).  Differentiable; the input gradient is again a Winograd correlation.
 
-    Float32 accuracy (3x3, 64 -> 64 channels, 4 x 64 x 64 unit-variance input, He-scaled
-    kernel; maximum error over the output RMS, against float64): direct (XLA) 4.6e-6,
-    F(2x2) 2.1e-6, F(4x4) 4.4e-5 (its transforms hold coefficients up to 5 and 1/6); the
-    input gradient alike (4.8e-6, 1.8e-6, 3.3e-5).  Through the whole D5-C5 (64 x 64,
-    He weights) the float32 output's relative l2 error is 3.7e-6 (XLA), 2.0e-6 (F(2x2)),
-    5.5e-6 (F(4x4)).
+    Float32 accuracy: F(2x2) is as accurate as the direct convolution; F(4x4), whose
+    transforms hold coefficients up to 5 and 1/6, about 10x less (``docs/performance.md``).
 
     Reverse mode only: the input gradient is a ``jax.custom_vjp`` (a Winograd correlation,
     much faster than autodiff through the transforms), so ``jax.jvp`` raises; use
@@ -598,3 +588,32 @@ class Cascade(nn.Module):
 def count_params(params) -> int:
     """Total number of scalars in a parameter pytree."""
     return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+
+
+def _apply(model, variables, op, y):
+    coil_maps = op.coil_maps if isinstance(op, operators.Sense) else None
+    return model.apply(variables, op.adjoint(y), y, op.mask, coil_maps=coil_maps)
+
+
+def _init(model, key, op, y):
+    coil_maps = op.coil_maps if isinstance(op, operators.Sense) else None
+    return model.init(key, op.adjoint(y), y, op.mask, coil_maps=coil_maps)
+
+
+SPEC = registry.register(registry.ModelSpec(
+    name="cascade", cls=Cascade, apply=_apply, init=_init, trained=True,
+    inputs=("zero_filled", "measurements", "coil_maps"),
+    operator_types=(operators.Cartesian, operators.Sense),
+    hyperparameters=(
+        registry.Hyper("n_cascades", 5, "Number of CNN + data-consistency blocks (C)."),
+        registry.Hyper("n_convs", 5, "Convolutions per block (D)."),
+        registry.Hyper("features", 32, "Channels of the hidden convolutions (64 in D5-C5)."),
+        registry.Hyper("kernel_size", 3, "Convolution kernel size (odd)."),
+        registry.Hyper("dc_noise_level", None, "Data-consistency weight lambda (default: exact replacement of the "
+                       "sampled k-space).", type=float, kwarg="noise_level"),
+        registry.Hyper("learn_noise_level", False, "Learn one DC weight per cascade (needs --dc_noise_level > 0)."),
+        registry.Hyper("remat", False, "Recompute each block in the backward pass (less memory, slower on CPU)."),
+        registry.Hyper("conv_impl", "auto", "How the hidden convolutions are computed (same function).",
+                       choices=CONV_IMPLS)),
+    train_defaults={"loss": "l1", "mask_mode": "per_image"},
+    aliases=("Cascade",)))

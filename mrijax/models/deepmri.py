@@ -54,6 +54,8 @@ import jax.numpy as jnp
 
 from mrijax.models.cascade import Cascade
 
+__all__ = ["load_deepmri_npz"]
+
 _KEY = re.compile(r"^arr_(\d+)$")
 
 
