@@ -23,6 +23,11 @@ import sys
 import time
 
 import numpy as np
+import jax
+import jax.numpy as jnp
+
+from mrijax import attacks, masks
+from mrijax.models import Cascade, reconstruction_map
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,8 +51,6 @@ def xla_gemm_rate(n: int = 4096, repeats: int = 5) -> float:
 
     NumPy's BLAS is not always the faster of the two (its OpenBLAS picks an AVX2 kernel on
     some AMD CPUs), so the ceiling is the larger rate."""
-    import jax
-    import jax.numpy as jnp
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
     mm = jax.jit(jnp.dot)
     mm(a, a).block_until_ready()
@@ -79,19 +82,13 @@ def main(argv=None) -> int:
     ap.add_argument("--remat", action="store_true", help="Cascade(remat=True)")
     args = ap.parse_args(argv)
 
-    import jax
-    import jax.numpy as jnp
-    from mrijax import attacks, masks
-    from mrijax.models import Cascade, reconstruction_map
-
-    if args.loop is not None:
-        attacks._unrolled_on_host = lambda: args.loop == "host"
+    loop = args.loop or "auto"
     numpy_gemm, xla_gemm = gemm_rate(), xla_gemm_rate()
     ceiling = max(numpy_gemm, xla_gemm)
     print(f"backend {jax.default_backend()}  devices {jax.devices()}  jax {jax.__version__}")
     print(f"float32 4096^3 GEMM: NumPy {numpy_gemm / 1e9:.1f} GFLOP/s, XLA {xla_gemm / 1e9:.1f} GFLOP/s "
           f"(the ceiling: the larger)")
-    print(f"loop {args.loop or ('host' if attacks._unrolled_on_host() else 'scan')}  "
+    print(f"loop {args.loop or ('host' if jax.default_backend() == 'cpu' else 'scan') + ' (auto)'}  "
           f"small_conv_impl {args.small_conv_impl}  conv_impl {args.conv_impl}  remat {args.remat}  steps {args.steps}")
     model = Cascade(small_conv_impl=args.small_conv_impl, conv_impl=args.conv_impl, remat=args.remat)
     for case in args.cases.split(","):
@@ -102,7 +99,7 @@ def main(argv=None) -> int:
         k = jnp.zeros((side, side), jnp.complex64)
         params = model.init(jax.random.key(0), k, k, mask)
         recon = reconstruction_map(model, params, mask)
-        kw = dict(key=jax.random.key(1), steps=args.steps, radius=0.02, radius_relative_to="x")
+        kw = dict(key=jax.random.key(1), steps=args.steps, radius=0.02, radius_relative_to="x", loop=loop)
         t = time.perf_counter()
         jax.block_until_ready(attacks.worst_case(recon, x, mask, **kw).r)
         first = time.perf_counter() - t

@@ -36,6 +36,11 @@ import sys
 import time
 
 import numpy as np
+import jax
+import jax.numpy as jnp
+
+from mrijax import fourier, masks
+from mrijax.models import Cascade, reconstruction_map
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -62,10 +67,6 @@ def cascade_flops(side: int, n_cascades=5, n_convs=5, features=64, kernel=3) -> 
 
 def build(variant: str, side: int, batch: int, feed: str):
     """Compiled ``fwd(k)`` and ``iteration(k)`` of a variant, and the argument to call them with."""
-    import jax
-    import jax.numpy as jnp
-    from mrijax import fourier, masks
-    from mrijax.models import Cascade, reconstruction_map
 
     name, _, chunk = variant.partition("@")
     chunk = int(chunk) if chunk else batch
@@ -112,8 +113,6 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     ap.add_argument("--what", default="fwd,iter", help="fwd, iter or both")
     args = ap.parse_args(argv)
-
-    import jax
 
     a = np.random.default_rng(1).standard_normal((4096, 4096), dtype=np.float32)
     gemm_seconds(a)

@@ -14,6 +14,8 @@ import math
 import os
 import sys
 import time
+import zipfile
+import zlib
 from typing import Callable
 
 import jax
@@ -59,9 +61,32 @@ def save_npz(path: str, **arrays) -> None:
     checkpoint.write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
 
 
+#: What reading a corrupt or truncated ``.npz`` raises (a cut zip archive, bad CRC or compressed
+#: data, a short array, an unreadable file).
+NPZ_CORRUPTION = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError)
+
+
+class CorruptFileError(ValueError):
+    """A saved file is corrupt or truncated; the message names it (``path``: the file)."""
+
+    def __init__(self, path: str, cause: BaseException):
+        self.path = path
+        super().__init__(f"{path} is corrupt or truncated ({type(cause).__name__}: {cause})")
+
+
 def load_npz(path: str) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    """All arrays of an ``.npz`` (read at once, ``allow_pickle=False``).
+
+    Raises ``FileNotFoundError`` if ``path`` is missing and :class:`CorruptFileError` (a
+    ``ValueError`` naming the file) if it is corrupt or truncated (:data:`NPZ_CORRUPTION`).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except NPZ_CORRUPTION as e:
+        raise CorruptFileError(str(path), e) from e
 
 
 def save_figure(path: str, fig) -> None:
@@ -162,7 +187,7 @@ def require_positive(fv, *names: str) -> None:
 
 def flag_dict(fv) -> dict:
     """The values of all flags defined in ``fv`` (for results.json and resume checks)."""
-    return {name: fv[name].value for name in sorted(fv) if fv[name].value is not None or True}
+    return {name: fv[name].value for name in sorted(fv)}
 
 
 # ----------------------------------------------------------------------------- models
@@ -180,8 +205,8 @@ def load_reconstruction(model: str, mask, *, weights: str | None = None, flip_fi
 
     With ``coil_maps`` ``(C, H, W)`` (one image's sensitivities) ``f`` takes multi-coil
     masked k-space ``(C, H, W)``: the cascade and CS use the SENSE operator with these maps,
-    ``zero_filled`` is its adjoint ``sum_c conj(S_c) ifft2c(mask * k_c)``; AUTOMAP, a
-    single-coil model, raises ``ValueError``.  :func:`reconstruction_factory` builds the
+    ``zero_filled`` is its adjoint ``sum_c conj(S_c) ifft2c(mask * k_c)``; a model whose
+    registry entry takes no SENSE operator (AUTOMAP) raises ``ValueError``.  :func:`reconstruction_factory` builds the
     map for many sets of coil maps while loading the model once.
 
     ``mask_kind`` (``--mask``): a checkpoint trained with another kind of mask gets a warning
@@ -486,8 +511,11 @@ def search_state_from_npz(arrays, template):
     A state saved by a run of fewer steps than ``template``'s (``--steps`` grown on resume)
     continues: its history is extended with NaN, and the problems that ran to the old end
     (neither stopped early nor diverged) are active again.  Raises ``ValueError`` when the
-    saved arrays do not fit ``template`` (another problem).
+    saved arrays do not fit ``template`` (another problem) or lack a field.
     """
+    missing = [k for k in (*_STATE_FIELDS, *(f"history_{k}" for k in template.history)) if k not in arrays]
+    if missing:
+        raise ValueError(f"saved search state lacks {', '.join(missing)} (not a search state of this run)")
     fields = {k: jnp.asarray(arrays[k]) for k in _STATE_FIELDS}
     hist = {k: jnp.asarray(arrays[f"history_{k}"]) for k in template.history}
     steps = next(iter(template.history.values())).shape[1]
@@ -569,17 +597,61 @@ def run_search(recon, cfg, prob, state, *, state_path: str, resume: bool, chunk:
     ``"{label} resuming at iteration t"``).  ``report(state)`` prints progress after each
     save.  Returns the final state.  Each save is atomic (:func:`save_npz`), so a Ctrl-C leaves
     the last complete state, which :func:`main` names (``interrupted at iteration t of ...``).
+
+    The state saved before is kept beside it (:func:`previous_state_path`), so a state file
+    found corrupt or truncated on resume is replaced by the last good one; with none the
+    search starts again from iteration 0.  Either way one line says so and the run goes on.
     """
     name = label.strip("[]")
-    note_progress(state_path, _saved_iteration(name))
-    if resume and os.path.exists(state_path):
-        state = search_state_from_npz(load_npz(state_path), state)
-        print(f"{label} resuming at iteration {int(state.t)}", flush=True)
+    previous = previous_state_path(state_path)
+    note_progress(previous, _saved_iteration(name))
+    note_progress(state_path, _saved_iteration(name))   # noted last: named first on Ctrl-C
+    if resume:
+        state = _resumed_search_state(state, state_path, previous, label)
 
     def save_and_report(s):
+        if os.path.exists(state_path):      # keep the last good state until the new one is saved
+            os.replace(state_path, previous)
         save_npz(state_path, **search_state_to_npz(s))
         report(s)
     return attacks.run(recon, cfg, prob, state, chunk=chunk, callback=save_and_report)
+
+
+def previous_state_path(state_path: str) -> str:
+    """Where :func:`run_search` keeps the state saved before the one at ``state_path``
+    (``state_batch0.npz`` -> ``state_batch0.prev.npz``)."""
+    root, ext = os.path.splitext(state_path)
+    return f"{root}.prev{ext or '.npz'}"
+
+
+def _resumed_search_state(state, state_path: str, previous: str, label: str):
+    """The newest readable saved state (``state_path``, else ``previous``) in ``state``'s
+    structure, or ``state`` itself when none is saved.  Corrupt or truncated files are
+    removed; one line says what the search goes on from."""
+    corrupt = []
+    for path in (state_path, previous):
+        if not os.path.exists(path):
+            continue
+        try:
+            arrays = load_npz(path)
+        except CorruptFileError:
+            corrupt.append(path)
+            continue
+        resumed = search_state_from_npz(arrays, state)
+        for bad in corrupt:
+            os.remove(bad)
+        if corrupt:
+            print(f"{label} {corrupt[0]} is corrupt or truncated (removed); resuming from the previous state "
+                  f"{os.path.basename(path)} at iteration {int(resumed.t)}", flush=True)
+        else:
+            print(f"{label} resuming at iteration {int(resumed.t)}", flush=True)
+        return resumed
+    if corrupt:
+        for bad in corrupt:
+            os.remove(bad)
+        print(f"{label} {' and '.join(corrupt)} {'is' if len(corrupt) == 1 else 'are'} corrupt or truncated "
+              "(removed) and no good state is left; restarting this batch from iteration 0", flush=True)
+    return state
 
 
 def batch_state_path(fv, j: int) -> str:
@@ -587,31 +659,47 @@ def batch_state_path(fv, j: int) -> str:
     return os.path.join(fv.out_dir, f"state_batch{j}.npz")
 
 
-def run_batches(fv, images, attack_batch: Callable, batch: int | None = None, redo_finished: bool = False) -> list:
+def run_batches(fv, images, attack_batch: Callable, batch: int | None = None, redo_finished: bool = False,
+                keep_state: bool = False) -> list:
     """Process ``images`` in batches of ``--batch``, resumably; returns each batch's dict of arrays.
 
     ``batch`` overrides ``--batch`` (e.g. 1 when each image needs its own reconstruction map).
 
     Batch ``j`` is ``attack_batch(j, n_batches, xb, key)``, ``key`` being
-    ``fold_in(key(--seed), j)``; its result is saved as ``batch{j}.npz`` in ``--out_dir`` beside its
-    final search state (:func:`batch_state_path`).  With ``--resume`` a finished batch is loaded
+    ``fold_in(key(--seed), j)``; its result is saved as ``batch{j}.npz`` in ``--out_dir``.  Its search
+    state (:func:`batch_state_path`) is then removed, or with ``keep_state`` kept (the final state
+    only: a search that may grow on resume continues from it).  With ``--resume`` a finished batch is loaded
     instead of recomputed, unless ``redo_finished`` (the search grew: every batch continues from
-    its saved state).  Join the parts with :func:`join_batches`.
+    its saved state); a finished batch whose file is corrupt or truncated is recomputed (one line
+    says so).  A resumed run first removes the stale temporaries of killed writes in ``--out_dir``
+    (:func:`mrijax.checkpoint.remove_stale_temporaries`).  Join the parts with :func:`join_batches`.
     """
     n = images.shape[0]
     batch = fv.batch if batch is None else int(batch)
     batches = [images[i:i + batch] for i in range(0, n, batch)]
+    if fv.resume:
+        checkpoint.remove_stale_temporaries(fv.out_dir)
     parts = []
     for j, xb in enumerate(batches):
         done_path = os.path.join(fv.out_dir, f"batch{j}.npz")
         note_progress(done_path, f"after batch {j + 1}/{len(batches)} (saved)")
         if fv.resume and os.path.exists(done_path) and not redo_finished:
-            print(f"[batch {j + 1}/{len(batches)}] already finished, loading it", flush=True)
-            parts.append(load_npz(done_path))
-            continue
+            try:
+                part = load_npz(done_path)
+            except CorruptFileError:
+                print(f"[batch {j + 1}/{len(batches)}] {done_path} is corrupt or truncated; recomputing it",
+                      flush=True)
+            else:
+                print(f"[batch {j + 1}/{len(batches)}] already finished, loading it", flush=True)
+                parts.append(part)
+                continue
         key = jax.random.fold_in(jax.random.key(fv.seed), j)
         part = attack_batch(j, len(batches), xb, key)
         save_npz(done_path, **part)
+        state_path = batch_state_path(fv, j)
+        for path in ([] if keep_state else [state_path]) + [previous_state_path(state_path)]:
+            if os.path.exists(path):
+                os.remove(path)
         parts.append(part)
     return parts
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
@@ -33,7 +34,7 @@ DEFAULT_VALIDATION = dict(images="ellipses", size=None, count=8, seed=1_000_003,
 def save_reconstructions_png(path, targets, zero_filled, network, psnr_zf, psnr_net, title: str = "") -> None:
     """A grid PNG, one row per image: target | zero-filled | network, PSNRs in the titles.
 
-    Magnitudes, grey scale ``[0, max|target|]``; written to a temporary file and renamed.
+    Magnitudes, grey scale ``[0, max|target|]``; written atomically (:func:`mrijax.checkpoint.write_atomically`).
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -52,11 +53,29 @@ def save_reconstructions_png(path, targets, zero_filled, network, psnr_zf, psnr_
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        ckpt.write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=80))
+    finally:
+        plt.close(fig)
+
+
+# The temporary PNG of an earlier version of save_reconstructions_png.
+_OLD_PNG_TMP = re.compile(r"^reconstructions\.png\.tmp-\d+\.png$")
+
+
+def _remove_stale_temporaries(ckpt_dir) -> None:
+    """Remove what killed processes left in ``ckpt_dir`` (only our own temporaries, see
+    :func:`mrijax.checkpoint.remove_stale_temporaries`)."""
+    ckpt.remove_stale_temporaries(ckpt_dir, extra=(_OLD_PNG_TMP,))
+
+
+def _metrics_json_history(ckpt_dir) -> list:
+    """The history of ``metrics.json`` (``[]`` if absent or unreadable)."""
+    try:
+        with open(os.path.join(ckpt_dir, "metrics.json")) as f:
+            return list(json.load(f).get("history", []))
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def _merged(defaults, given, section):
@@ -95,9 +114,12 @@ def run(config: Mapping[str, Any], ckpt_dir: str, *, resume: bool = False,
     Args:
       config: as above.
       ckpt_dir: output directory.
-      resume: continue from ``ckpt_dir/latest`` (the config must match the stored one,
-        except e.g. ``train.steps``).  Without it an existing checkpoint is an error, so a
-        run is never overwritten by accident.
+      resume: continue from ``ckpt_dir/latest`` (or what :func:`mrijax.checkpoint.resumable_path`
+        falls back to: ``latest.old`` after a crash inside a save, a ``best`` with optimiser
+        state), with the history stored in that checkpoint, so the run's records are those of
+        an uninterrupted one; the config must match the stored one, except e.g.
+        ``train.steps``.  Stale temporaries of killed processes are removed first.  Without it
+        an existing checkpoint is an error, so a run is never overwritten by accident.
       log: progress output (``None``: silent).
 
     Returns:
@@ -132,18 +154,25 @@ def run(config: Mapping[str, Any], ckpt_dir: str, *, resume: bool = False,
     config["train"], config["validation"] = tcfg, vcfg
     model = models.build(config)
 
-    # Refuse to overwrite a run, or to resume a different one, before any long computation.
-    latest = os.path.join(ckpt_dir, ckpt.LATEST)
-    resuming = resume and os.path.isdir(latest)
-    if resuming:
-        diffs = ckpt.config_differences(ckpt.read_config(ckpt_dir, ckpt.LATEST), config)
+    # Refuse to overwrite a run, or to resume a different one, before any long computation.  The
+    # checkpoint resumed from is the one checkpoint.restore picks (resumable_path: latest, else
+    # latest.old after a crash inside checkpoint.save, else a best holding an optimiser state).
+    resume_path = ckpt.resumable_path(ckpt_dir) if resume else None
+    if resume_path is not None:
+        diffs = ckpt.config_differences(ckpt.read_config(resume_path), config)
         if diffs:
             lines = "\n".join(f"  {k}: stored {a!r}, requested {b!r}" for k, (a, b) in diffs.items())
-            raise ckpt.ConfigMismatchError(f"cannot resume from {latest}: its config differs from this "
+            raise ckpt.ConfigMismatchError(f"cannot resume from {resume_path}: its config differs from this "
                                            f"run's:\n{lines}\nUse another directory, or the stored settings.")
-    elif os.path.isdir(latest) or os.path.isdir(os.path.join(ckpt_dir, ckpt.BEST)):
+    elif resume and ckpt.holds_checkpoint(ckpt_dir):
+        raise FileExistsError(f"{ckpt_dir} holds no checkpoint to resume from (only a parameters-only or "
+                              "unreadable 'best'); choose another directory")
+    elif not resume and ckpt.holds_checkpoint(ckpt_dir):
         raise FileExistsError(f"{ckpt_dir} already holds a checkpoint; pass resume=True (--resume) to "
                               "continue it, or choose another directory")
+    resuming = resume_path is not None
+    if resume and os.path.isdir(ckpt_dir):
+        _remove_stale_temporaries(ckpt_dir)
 
     optimizer = make_optimizer(tcfg["optimizer"], tcfg["lr"], tcfg["weight_decay"], clip_norm=tcfg["clip_norm"],
                                decay_steps=tcfg["steps"] if tcfg["lr_decay"] else None)
@@ -157,16 +186,15 @@ def run(config: Mapping[str, Any], ckpt_dir: str, *, resume: bool = False,
     state = create_train_state(params, optimizer, seed=data.get("seed", 0))
     step_fn = make_train_step(predict, optimizer, tcfg["loss"], tcfg["activation_penalty"])
 
-    history, best = [], None
+    history, meta = None, None
     if resuming:
         state, _, meta = ckpt.restore(ckpt_dir, state, config=config)
-        best = (meta.get("metrics") or {}).get("best")
-        metrics_path = os.path.join(ckpt_dir, "metrics.json")
-        if os.path.exists(metrics_path):
-            with open(metrics_path) as f:
-                history = json.load(f).get("history", [])
+        if "history" not in (meta.get("metrics") or {}):
+            history = _metrics_json_history(ckpt_dir)  # a checkpoint written before meta held the history
         if log is not None:
-            log(f"resumed {ckpt_dir} at step {int(state.step)}")
+            where = os.path.basename(resume_path)
+            log(f"resumed {ckpt_dir} at step {int(state.step)}"
+                + ("" if where == ckpt.LATEST else f" (from {where})"))
 
     val_images = validation_images(vcfg["images"], vcfg["size"], vcfg["count"], vcfg["seed"])
     if fixed_mask is not None and vcfg["size"] == data["size"]:
@@ -184,7 +212,7 @@ def run(config: Mapping[str, Any], ckpt_dir: str, *, resume: bool = False,
     result = fit(state, step_fn, source, tcfg["steps"], validate=validate,
                  validate_every=tcfg["validate_every"], best_metric="val_psnr_net", min_loss=tcfg["min_loss"],
                  log_every=tcfg["log_every"], ckpt_dir=ckpt_dir, ckpt_every=tcfg["ckpt_every"], config=config,
-                 history=history, best=best, log=log, arrays=arrays)
+                 history=history, log=log, arrays=arrays, resume_from=meta)
 
     final = evaluate(model, result.state.params, val_images, val_masks, return_images=True)
     pictures = {k: final.pop(k) for k in ("target", "zero_filled", "network")}

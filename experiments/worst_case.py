@@ -290,6 +290,10 @@ def history_figure(arrays):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
+        # Norms and gains are >= 0; from 0, a constant ||r|| (the projected search) is a flat line
+        # instead of rounding noise blown up by autoscaling.
+        ax.set_ylim(bottom=0)
+        ax.ticklabel_format(axis="y", useOffset=False)
     if 1 < np.asarray(arrays[HISTORY_PANELS[0][0]]).shape[0] <= 8:
         axes[0].legend(fontsize=7)
     return fig
@@ -407,11 +411,11 @@ def run(fv) -> dict:
         parts = common.run_batches(
             fv, images, lambda j, n_batches, xb, key: _attack_batch(
                 fv, j, n_batches, recons[j], cs_recons[j], xb, mask, kwargs, key, coil_maps=maps[j:j + 1]),
-            batch=1, redo_finished=grown)
+            batch=1, redo_finished=grown, keep_state=True)
     else:
         parts = common.run_batches(
             fv, images, lambda j, n_batches, xb, key: _attack_batch(fv, j, n_batches, recon, cs_recon, xb, mask,
-                                                                    kwargs, key), redo_finished=grown)
+                                                                    kwargs, key), redo_finished=grown, keep_state=True)
 
     # Per-image arrays have the image axis first (history_* too: (B, steps)), except the
     # snapshot-major ones (S, B, ...).

@@ -60,6 +60,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -454,6 +455,11 @@ def setup(recon: ReconFn, x, operator, *, method: str, key, steps: int = 1000, r
     if not bool(jnp.all(finite)):
         raise ValueError(f"recon(A x) is not finite for image(s) {_bad_indices(finite, batch_shape)}: check the "
                          "inputs and the model")
+    measured = jnp.sqrt(jnp.sum(jnp.abs(yb) ** 2, axis=tuple(range(1, yb.ndim)))) > 0
+    if not bool(jnp.all(measured)):
+        warnings.warn(f"A x = 0 for image(s) {_bad_indices(measured, batch_shape)} (an empty mask, or an image the "
+                      "operator does not see): no perturbation reaches f through the measurements, and the gains "
+                      "||f(y + A r) - f(y)|| / ||A r|| will be NaN", stacklevel=3)
     if target_kind == "prediction":
         p = base
     elif target_kind == "truth":
@@ -461,8 +467,13 @@ def setup(recon: ReconFn, x, operator, *, method: str, key, steps: int = 1000, r
     else:
         p = _as_problem_axis(target_img, batch_shape, 2, "target").astype(xb.dtype)
     real_dt = jnp.real(xb).dtype
+    if region is not None:
+        region = jnp.asarray(region)
+        if region.ndim < 2 or tuple(region.shape[-2:]) != hw:
+            raise ValueError(f"region has shape {tuple(region.shape)} but the images are {hw}: a region weight is "
+                             "(..., H, W) like the images")
     weight = (jnp.ones((n,) + hw, real_dt) if region is None
-              else _as_problem_axis(jnp.asarray(region).astype(real_dt), batch_shape, 2, "region"))
+              else _as_problem_axis(region.astype(real_dt), batch_shape, 2, "region"))
     x_norm = jnp.sqrt(jnp.sum(jnp.abs(xb) ** 2, axis=(-2, -1)))
     if projected:
         rad = _as_problem_axis(jnp.asarray(radius, real_dt), batch_shape, 0, "radius")

@@ -12,10 +12,18 @@ Layout of a checkpoint directory ``ckpt_dir``::
       best/                   the same for the best validation so far
       metrics.json            training history (written by :func:`mrijax.train.fit`)
 
-Every checkpoint is written into a temporary sibling folder and renamed into place, so a
-crash never leaves a half-written ``latest``; the previous one is renamed aside first
-and removed only afterwards (a crash in between leaves it as ``latest.old``, which
-:func:`restore` falls back to).
+Every checkpoint is written into a temporary sibling folder (``.latest.tmp-<hex>``) and
+renamed into place, so a crash never leaves a half-written ``latest``; the previous one is
+renamed aside first and removed only afterwards (a crash in between leaves it as
+``latest.old``, which :func:`resumable_path`, and so :func:`restore` and a resumed run, fall
+back to).  Temporaries a killed process left behind (those folders, and the
+``.NAME.<random>.tmp`` files of :func:`write_atomically`) are removed by the next save
+(:func:`remove_stale_temporaries`).
+
+``meta.json`` also holds, under ``metrics``, what :func:`mrijax.train.fit` needs to continue
+the run's records exactly (the history so far, the best record, the per-step metrics since
+the last record, the last step's loss), so a kill between a checkpoint and ``metrics.json``
+loses nothing.
 
 The arrays are stored as plain NumPy (no device or sharding information needed), so a
 checkpoint written on a GPU restores on a CPU-only machine.
@@ -33,10 +41,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import jax
@@ -44,8 +54,9 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 __all__ = ["BEST", "CheckpointError", "ConfigMismatchError", "FORMAT_VERSION", "LATEST", "RESUME_MAY_CHANGE",
-           "check_same_structure", "checkpoint_path", "config_differences", "load_arrays", "load_params",
-           "read_config", "read_meta", "restore", "save", "to_jsonable", "write_atomically", "write_json_atomic"]
+           "check_same_structure", "checkpoint_path", "config_differences", "holds_checkpoint", "load_arrays",
+           "load_params", "read_config", "read_meta", "remove_stale_temporaries", "restore", "resumable_path",
+           "save", "to_jsonable", "write_atomically", "write_json_atomic"]
 
 LATEST = "latest"
 BEST = "best"
@@ -58,6 +69,16 @@ RESUME_MAY_CHANGE = ("train.steps", "train.log_every", "train.ckpt_every", "trai
                      "train.min_loss", "validation.plot_count",
                      # How the same convolutions are computed, not what they compute.
                      "model.kwargs.conv_impl", "model.kwargs.small_conv_impl", "model.kwargs.remat")
+
+
+# Our own temporaries: the folders save() writes a checkpoint into, and the files of
+# write_atomically() (tempfile.mkstemp: "." + name + "." + 8 random characters + ".tmp").
+_TMP_FOLDER = re.compile(r"^\.(?:%s|%s)\.tmp-[0-9a-f]{32}$" % (LATEST, BEST))
+_TMP_FILE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+# A temporary is stale when it was last modified before this process started using this module:
+# an earlier (killed) process left it.  One this process (or a writer still running beside it)
+# is writing is never touched.
+_STARTED = time.time()
 
 
 class CheckpointError(ValueError):
@@ -79,6 +100,7 @@ def write_atomically(path, write_bytes) -> None:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    remove_stale_temporaries(folder, name=os.path.basename(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -91,6 +113,43 @@ def write_atomically(path, write_bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder, name: Optional[str] = None, extra=()) -> List[str]:
+    """Remove the temporaries a killed process left in ``folder``; returns their paths.
+
+    Only our own patterns are touched: ``.latest.tmp-<32 hex>`` / ``.best.tmp-<32 hex>``
+    folders of :func:`save` and ``.NAME.<8 characters>.tmp`` files of :func:`write_atomically`
+    (with ``name``, only those of that file name), plus files whose names match one of the
+    compiled regular expressions ``extra``.  Only stale ones go: last modified before this
+    process started (an interrupted write of this process removes its own temporary, and
+    a writer still running beside it is left alone).  A missing ``folder`` is nothing to clean.
+    """
+    folder = os.fspath(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for entry in entries:
+        try:
+            is_folder = entry.is_dir(follow_symlinks=False)
+            if is_folder:
+                ours = name is None and _TMP_FOLDER.match(entry.name) is not None
+            else:
+                match = _TMP_FILE.match(entry.name)
+                ours = (match is not None and match.group("name") == name) if name is not None else \
+                    (match is not None or any(p.match(entry.name) for p in extra))
+            if not ours or entry.stat(follow_symlinks=False).st_mtime >= _STARTED:
+                continue
+            if is_folder:
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            continue
+        removed.append(entry.path)
+    return removed
 
 
 def to_jsonable(obj, strict: bool = True):
@@ -186,6 +245,7 @@ def save(directory, state, config: Mapping[str, Any], *, best: bool = False,
         raise TypeError(f"checkpoint config and metrics must be JSON-serialisable: {e}") from e
     which = BEST if best else LATEST
     os.makedirs(directory, exist_ok=True)
+    remove_stale_temporaries(directory)
     final = os.path.join(directory, which)
     tmp = os.path.join(directory, f".{which}.tmp-{uuid.uuid4().hex}")
     try:
@@ -201,14 +261,14 @@ def save(directory, state, config: Mapping[str, Any], *, best: bool = False,
             "has_train_state": bool(include_opt_state), "metrics": metrics or {}})
         if arrays:
             np.savez(os.path.join(tmp, "arrays.npz"), **{k: np.asarray(v) for k, v in arrays.items()})
-        old = None
+        old = os.path.join(directory, f"{which}.old")
         if os.path.exists(final):
-            old = os.path.join(directory, f"{which}.old")
             if os.path.exists(old):
                 shutil.rmtree(old)
             os.replace(final, old)
         os.replace(tmp, final)
-        if old is not None:
+        # (also the .old a crash between these renames left, from which this run may have resumed)
+        if os.path.exists(old):
             shutil.rmtree(old, ignore_errors=True)
     finally:
         if os.path.exists(tmp):
@@ -240,6 +300,43 @@ def checkpoint_path(directory, which: Optional[str] = None) -> str:
             if os.path.isdir(path):
                 return path
     raise FileNotFoundError(f"no {' or '.join(repr(c) for c in candidates)} checkpoint in {directory}")
+
+
+def resumable_path(directory) -> Optional[str]:
+    """The checkpoint folder a resumed run continues from, or ``None`` if there is none.
+
+    The one answer to "is there a run to resume (or to refuse to overwrite)?", used by
+    :func:`restore` and by ``experiments/training.py``'s ``run``: ``latest``, else
+    ``latest.old`` (a crash between the two renames of :func:`save`), else ``best`` /
+    ``best.old`` if it holds an optimiser state (a run killed after its first validation but
+    before its first ``latest``: ``best`` is the run's state at that step).
+    ``directory`` may also be a checkpoint folder itself (holding ``config.json``).
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return None
+    if os.path.exists(os.path.join(directory, "config.json")):
+        return directory
+    for folder in (LATEST, f"{LATEST}.old"):
+        path = os.path.join(directory, folder)
+        if os.path.isdir(path):
+            return path
+    for folder in (BEST, f"{BEST}.old"):
+        path = os.path.join(directory, folder)
+        if os.path.isdir(path):
+            try:
+                if _read_json(os.path.join(path, "meta.json")).get("has_train_state", False):
+                    return path
+            except CheckpointError:
+                continue
+    return None
+
+
+def holds_checkpoint(directory) -> bool:
+    """Whether ``directory`` holds any checkpoint folder (``latest``, ``best`` or their ``.old``)."""
+    directory = os.fspath(directory)
+    return any(os.path.isdir(os.path.join(directory, name))
+               for name in (LATEST, f"{LATEST}.old", BEST, f"{BEST}.old"))
 
 
 def read_config(directory, which: Optional[str] = None) -> Dict[str, Any]:
@@ -323,7 +420,9 @@ def restore(directory, template, *, config: Optional[Mapping[str, Any]] = None,
         named tuples), shapes and dtypes of the result.
       config: the config of the run being resumed; if given it must equal the stored one
         except for :data:`RESUME_MAY_CHANGE` keys.
-      which: ``"latest"`` (default), ``"best"`` or ``None`` (see :func:`checkpoint_path`).
+      which: ``"latest"`` (default: the checkpoint a resumed run continues from,
+        :func:`resumable_path`: ``latest``, else ``latest.old``, else a ``best`` holding an
+        optimiser state), ``"best"`` or ``None`` (see :func:`checkpoint_path`).
 
     Returns:
       ``(state, stored_config, meta)``.
@@ -334,7 +433,10 @@ def restore(directory, template, *, config: Optional[Mapping[str, Any]] = None,
       CheckpointError: a corrupt checkpoint, one without optimiser state, or one whose
         arrays do not fit ``template``.
     """
-    path = checkpoint_path(directory, which)
+    if which == LATEST:  # (checkpoint_path raises FileNotFoundError, naming the path, if nothing is there)
+        path = resumable_path(directory) or checkpoint_path(directory, LATEST)
+    else:
+        path = checkpoint_path(directory, which)
     stored = _read_json(os.path.join(path, "config.json"))
     meta = _read_json(os.path.join(path, "meta.json"))
     if config is not None:

@@ -726,7 +726,7 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
     Raises:
       ValueError / TypeError: on bad shapes, names, weights or counts, before any work.
     """
-    mask, coil_maps = _mask_and_maps(mask, coil_maps)
+    mask, coil_maps = operators.mask_and_coil_maps(mask, coil_maps)
     levels = _check_inputs(k0, mask, coil_maps, wavelet, levels, boundary)
     _check_weight("tv", tv)
     _check_weight("wavelet_weight", wavelet_weight)
@@ -768,20 +768,6 @@ def reconstruct(k0, mask, *, tv=DEFAULTS["tv"], wavelet_weight=DEFAULTS["wavelet
     return (x, info) if return_info else x
 
 
-def _mask_and_maps(operator, coil_maps):
-    """``(mask, coil_maps)`` of a Cartesian / SENSE operator, or of the mask conveniences."""
-    if operators.is_operator(operator):
-        if coil_maps is not None:
-            raise ValueError("coil_maps is given with an operator: build it with operators.sense(mask, coil_maps)")
-        if isinstance(operator, operators.Sense):
-            return operator.mask, operator.coil_maps
-        if isinstance(operator, operators.Cartesian):
-            return operator.mask, None
-        raise ValueError(f"compressed sensing here solves Cartesian and SENSE MRI; got a "
-                         f"{type(operator).__name__} operator")
-    return operator, coil_maps
-
-
 def reconstruction_map(mask, *, coil_maps=None, **kwargs):
     """The pure function ``f(k_masked) -> image`` of :func:`reconstruct` for one operator, for attacks.
 
@@ -798,7 +784,7 @@ def reconstruction_map(mask, *, coil_maps=None, **kwargs):
     if "return_info" in kwargs:
         raise TypeError("reconstruction_map returns images only; call reconstruct(..., return_info=True) "
                         "for the iteration counts")
-    mask, coil_maps = _mask_and_maps(mask, coil_maps)
+    mask, coil_maps = operators.mask_and_coil_maps(mask, coil_maps)
     if not hasattr(mask, "shape"):
         raise TypeError(f"mask must be an array or an operator, got {type(mask).__name__}")
     mask = jnp.asarray(mask)

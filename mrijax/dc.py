@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import jax.numpy as jnp
 
-from mrijax import fourier
+from mrijax import fourier, operators
 from mrijax._checks import check_coil_maps, check_image, check_mask, is_concrete
 
 __all__ = ["data_consistency", "data_consistency_kspace"]
@@ -65,7 +65,8 @@ def data_consistency(x, k0, mask, noise_level=None, coil_maps=None):
     Args:
       x: the network's image (complex or real), any leading batch axes.
       k0: measured centred k-space, ``(..., H, W)`` (one coil) or ``(..., C, H, W)``.
-      mask: centred sampling mask, broadcastable to ``x``.
+      mask: centred sampling mask, broadcastable to ``x``, or a Cartesian / SENSE operator
+        (:mod:`mrijax.operators`, which then brings its coil maps).
       noise_level: ``None`` for exact replacement (``lam = inf``); otherwise ``lam >= 0``,
         a float or a (learnable) array, giving the weighted average above.  Differentiable.
       coil_maps: optional ``(..., C, H, W)``; DC is then applied per coil to
@@ -75,6 +76,7 @@ def data_consistency(x, k0, mask, noise_level=None, coil_maps=None):
         twice differs from once): the coil combination ``E*`` followed by ``E`` is not
         the identity on multi-coil k-space.
     """
+    mask, coil_maps = operators.mask_and_coil_maps(mask, coil_maps)
     check_image(x)
     check_mask(mask, x.shape)
     if coil_maps is None:

@@ -48,7 +48,7 @@ from mrijax import fourier
 from mrijax._checks import check_coil_maps, check_image, check_mask_values
 
 __all__ = ["CG_ITERS", "Cartesian", "Sense", "as_operator", "broadcast", "cartesian", "check_fits", "is_operator",
-           "least_squares_range_projection", "sense"]
+           "least_squares_range_projection", "mask_and_coil_maps", "sense"]
 
 Array = Any
 
@@ -262,6 +262,24 @@ def as_operator(operator_or_mask, coil_maps=None):
     if coil_maps is None:
         return cartesian(operator_or_mask)
     return sense(operator_or_mask, coil_maps)
+
+
+def mask_and_coil_maps(operator_or_mask, coil_maps=None):
+    """``(mask, coil_maps)`` of a Cartesian or SENSE operator (or of the mask conveniences).
+
+    For the k-space algorithms that work entry by entry on the sampled set (data consistency,
+    the CS solver's exact DC); ``coil_maps`` is ``None`` for one coil.  Raises ``ValueError`` for
+    another kind of operator, naming it.
+    """
+    if not is_operator(operator_or_mask):
+        return operator_or_mask, coil_maps
+    if coil_maps is not None:
+        raise ValueError("coil_maps is given with an operator: build it with operators.sense(mask, coil_maps)")
+    if isinstance(operator_or_mask, Sense):
+        return operator_or_mask.mask, operator_or_mask.coil_maps
+    if isinstance(operator_or_mask, Cartesian):
+        return operator_or_mask.mask, None
+    raise ValueError(f"this works on Cartesian or SENSE k-space; got a {type(operator_or_mask).__name__} operator")
 
 
 def broadcast(op, batch_shape) -> _Operator:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import time
@@ -354,7 +355,8 @@ def fit(state: TrainState, train_step: Callable, batches: Callable[[int], Batch]
         ckpt_dir: Optional[str] = None, ckpt_every: int = 0, config: Optional[Mapping] = None,
         history: Optional[List[Dict[str, Any]]] = None, best: Optional[Mapping[str, Any]] = None,
         log: Optional[Callable[[str], None]] = print,
-        arrays: Optional[Mapping[str, np.ndarray]] = None) -> FitResult:
+        arrays: Optional[Mapping[str, np.ndarray]] = None,
+        resume_from: Optional[Mapping[str, Any]] = None) -> FitResult:
     """Train from ``state.step`` up to ``steps`` optimiser steps.
 
     Step ``i`` uses ``batches(i)``; with a pure ``batches`` (e.g. :class:`BatchSource`) and a
@@ -375,13 +377,21 @@ def fit(state: TrainState, train_step: Callable, batches: Callable[[int], Batch]
         (the metrics recorded are the means since the previous record).
       ckpt_dir: directory for :func:`mrijax.checkpoint.save` ("latest" every
         ``ckpt_every`` steps and at the end, "best" at each new best validation); also
-        receives ``metrics.json`` with the history.  ``None``: no checkpoints.
+        receives ``metrics.json`` with the history (written after the checkpoint, which holds
+        the history too: see ``resume_from``).  ``None``: no checkpoints.  At the end of a
+        resumed run that had nothing left to do, the existing "latest" is not rewritten.
       ckpt_every: checkpoint period in steps (0: only at the end).
       config: the run's JSON config, stored with each checkpoint (required with ``ckpt_dir``).
       history: records of an earlier part of the run (on resume); later records are dropped.
-      best: best record of an earlier part of the run (on resume).
+        Default: those of ``resume_from``.
+      best: best record of an earlier part of the run (on resume).  Default: that of ``resume_from``.
       log: where progress lines go (``None``: silent).
       arrays: extra arrays stored with every checkpoint (e.g. a fixed mask).
+      resume_from: the ``meta`` of the checkpoint ``state`` was restored from
+        (:func:`mrijax.checkpoint.restore`'s third result).  Its ``metrics`` hold the
+        history and best record at that step, the metrics of the steps since the last record
+        and the last step's loss, so the resumed run's records (and an early stop at
+        ``min_loss``) are exactly those of an uninterrupted run (except ``steps_per_s``).
 
     Returns:
       A :class:`FitResult`.
@@ -395,11 +405,25 @@ def fit(state: TrainState, train_step: Callable, batches: Callable[[int], Batch]
     if min_loss is not None and not is_number(min_loss):
         raise ValueError(f"min_loss must be None or a number, got {min_loss!r}")
     start = int(state.step)
+    saved: Mapping[str, Any] = {}
+    if resume_from is not None:
+        if int(resume_from.get("step", -1)) != start:
+            raise ValueError(f"resume_from is the meta of a checkpoint at step {resume_from.get('step')}, "
+                             f"but the state is at step {start}")
+        saved = resume_from.get("metrics") or {}
+    if history is None:
+        history = saved.get("history")
+    if best is None:
+        best = saved.get("best")
     history = [dict(r) for r in (history or []) if int(r.get("step", 0)) <= start]
     best = dict(best) if best else None
     minimise = "loss" in best_metric
-    stopped_early = False
-    window: List[Dict[str, Any]] = []
+    # The per-step metrics since the last record (a checkpoint between two records keeps them).
+    window: List[Dict[str, Any]] = [dict(m) for m in saved.get("window") or []]
+    last_loss = saved.get("last_loss")
+    # A run that stopped early at this state (its last loss reached min_loss) is finished.
+    stopped_early = (start > 0 and min_loss is not None and last_loss is not None and last_loss <= min_loss)
+    changed = False  # whether this call adds anything to the run (a step or a record)
     t_last, step_last = time.perf_counter(), start
 
     def is_better(record):
@@ -409,13 +433,21 @@ def fit(state: TrainState, train_step: Callable, batches: Callable[[int], Batch]
             return True
         return record[best_metric] < best[best_metric] if minimise else record[best_metric] > best[best_metric]
 
+    def resume_record():
+        # What a resumed run needs to continue the records exactly (stored in the checkpoint's meta).
+        return {"best": best, "history": history, "window": window, "last_loss": last_loss}
+
+    def write_metrics():
+        ckpt.write_json_atomic(os.path.join(ckpt_dir, "metrics.json"), {"history": history, "best": best})
+
     def save_latest():
         if ckpt_dir is not None:
-            ckpt.save(ckpt_dir, state, config, metrics={"best": best}, arrays=arrays)
-            ckpt.write_json_atomic(os.path.join(ckpt_dir, "metrics.json"), {"history": history, "best": best})
+            ckpt.save(ckpt_dir, state, config, metrics=resume_record(), arrays=arrays)
+            write_metrics()
 
     def run_validation(step):
-        nonlocal best
+        nonlocal best, changed
+        changed = True
         record = {"step": step}
         record.update({f"val_{k}": float(v) for k, v in validate(state.params).items()})
         history.append(record)
@@ -423,20 +455,24 @@ def fit(state: TrainState, train_step: Callable, batches: Callable[[int], Batch]
         if improved:
             best = dict(record)
             if ckpt_dir is not None:
-                ckpt.save(ckpt_dir, state, config, best=True, metrics={"best": best}, arrays=arrays)
+                ckpt.save(ckpt_dir, state, config, best=True, metrics=resume_record(), arrays=arrays)
         if log is not None:
             vals = "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step")
             log(f"step {step:>6d}  validation  {vals}{'  (best)' if improved else ''}")
 
     step = start
-    while step < steps:
+    if stopped_early and log is not None:
+        log(f"step {step}: the run already stopped early (loss {last_loss:.4e} <= min_loss {min_loss:g})")
+    while step < steps and not stopped_early:
         state, metrics = train_step(state, batches(step))
         step += 1
+        changed = True
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"training loss became {metrics['loss']} at step {step}; "
                                      "lower the learning rate or clip gradients (clip_norm)")
         window.append(metrics)
+        last_loss = metrics["loss"]
         reached = min_loss is not None and metrics["loss"] <= min_loss
         if step % log_every == 0 or step == steps or reached:
             now = time.perf_counter()
@@ -462,8 +498,31 @@ def fit(state: TrainState, train_step: Callable, batches: Callable[[int], Batch]
     if validate is not None and not any(r.get("step") == step and any(k.startswith("val_") for k in r)
                                         for r in history):
         run_validation(step)
-    save_latest()
+    if ckpt_dir is not None:
+        if changed or not _holds_latest_at(ckpt_dir, step):
+            save_latest()
+        elif _metrics_json_history(ckpt_dir) != history:  # (a kill before metrics.json was written)
+            write_metrics()
+        # else: a finished run resumed; its files stay as they are
     return FitResult(state=state, history=history, stopped_early=stopped_early, best=best)
+
+
+def _holds_latest_at(ckpt_dir, step: int) -> bool:
+    """Whether ``ckpt_dir/latest`` is a readable checkpoint of ``step``."""
+    path = os.path.join(ckpt_dir, ckpt.LATEST)
+    try:
+        return os.path.isdir(path) and int(ckpt.read_meta(path).get("step", -1)) == step
+    except (FileNotFoundError, ckpt.CheckpointError, TypeError, ValueError):
+        return False
+
+
+def _metrics_json_history(ckpt_dir):
+    """The history in ``ckpt_dir/metrics.json`` (``None`` if missing or unreadable)."""
+    try:
+        with open(os.path.join(ckpt_dir, "metrics.json")) as f:
+            return json.load(f).get("history")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -272,6 +272,7 @@ def test_sweep_matches_individual_runs(x64):
     (dict(radius=-1.0), "radius"), (dict(snapshots=(99,)), "snapshots"), (dict(momentum=-0.1), "momentum"),
     (dict(radius_relative_to="y"), "radius_relative_to"), (dict(schedule="linear"), "schedule"),
     (dict(radius=float("nan")), "radius"), (dict(lr=-0.01), "lr"), (dict(lr=float("nan")), "lr"),
+    (dict(region=np.ones((4, 4))), r"region has shape \(4, 4\) but the images are"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     args = dict(key=jax.random.key(0), steps=5, radius=0.1)
@@ -389,3 +390,9 @@ def test_a_numpy_reconstruction_map_gets_a_message_that_it_must_be_traceable():
         attacks.worst_case(numpy_recon, np.ones((H, W)), _mask(), key=jax.random.key(0), steps=2, radius=0.1)
     with pytest.raises(TypeError, match="traceable by JAX"):
         attacks.evaluate(numpy_recon, np.ones((H, W)), _mask(), np.zeros((H, W)))
+
+
+def test_an_empty_mask_warns_that_the_gains_are_undefined():
+    with pytest.warns(UserWarning, match=r"A x = 0 for image\(s\) 0"):
+        attacks.worst_case(_smooth_recon(), np.ones((H, W)), np.zeros((H, W), bool), key=jax.random.key(0),
+                           steps=2, radius=0.1)

@@ -5,7 +5,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from mrijax import dc, fourier
+from mrijax import dc, fourier, operators
 
 
 def _complex(rng, shape, dtype=np.complex128):
@@ -304,3 +304,16 @@ def test_bad_kspace_and_noise_level_are_refused_naming_the_problem():
         dc.data_consistency_kspace(k0, k0[:, :5], mask)
     with pytest.raises(ValueError, match="k0 must have at least 3 axes"):
         dc.data_consistency(x, k0, mask, coil_maps=np.ones((2, 8, 6)))     # one-coil k-space with 2 coils
+
+
+def test_an_operator_stands_for_its_mask_and_coil_maps():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 6)) + 1j * rng.standard_normal((8, 6))
+    mask = rng.random((8, 6)) < 0.5
+    maps = rng.standard_normal((2, 8, 6)) + 1j * rng.standard_normal((2, 8, 6))
+    k0 = fourier.forward(x, mask, maps)
+    np.testing.assert_array_equal(dc.data_consistency(0 * x, k0, operators.sense(mask, maps)),
+                                  dc.data_consistency(0 * x, k0, mask, coil_maps=maps))
+    k1 = fourier.forward(x, mask)
+    np.testing.assert_array_equal(dc.data_consistency(0 * x, k1, operators.cartesian(mask)),
+                                  dc.data_consistency(0 * x, k1, mask))

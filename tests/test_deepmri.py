@@ -284,3 +284,17 @@ def test_not_an_npz(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip file")
     with pytest.raises(ValueError, match="not a readable .npz"):
         load_deepmri_npz(tmp_path / "junk.npz")
+
+
+def test_a_truncated_or_damaged_npz_is_named_as_corrupt(tmp_path):
+    good = _save_npz(tmp_path / "d5_c5.npz", _synthetic_layers(np.random.default_rng(0))).read_bytes()
+    assert load_deepmri_npz(tmp_path / "d5_c5.npz")[0].n_cascades == 2
+    damaged = bytearray(good)
+    damaged[200:260] = b"\0" * 60                                 # inside arr_0's data: a bad CRC
+    for name, data in (("cut.npz", good[:len(good) // 2]), ("crc.npz", bytes(damaged)),
+                       ("short.npz", good[:len(good) - 10])):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match="corrupt or truncated") as err:
+            load_deepmri_npz(path)
+        assert str(path) in str(err.value), name

@@ -89,3 +89,10 @@ def test_a_missing_npz_key_is_a_value_error_naming_the_keys(tmp_path):
         load_images(f"{tmp_path / 'two.npz'}:nope", 8)
     with pytest.raises(ValueError, match=r"no array 'nope'"):
         load_images(f"kspace:{tmp_path / 'two.npz'}:nope", 8)
+
+
+def test_an_empty_array_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "empty.npy"
+    np.save(path, np.zeros((0, 0)))
+    with pytest.raises(ValueError, match="empty.npy.*the array is empty"):
+        load_images(str(path), 32)

@@ -382,3 +382,82 @@ def test_evaluate_identity_network_equals_zero_filled(source, setup):
     np.testing.assert_allclose(result["psnr_zf_all"][0], metrics.psnr(zf, images[0]), rtol=1e-5)
     with pytest.raises(ValueError, match="mask"):
         train.evaluate(model, params, images, np.ones((3, SIZE, SIZE), bool))
+
+
+# ----------------------------------------------------------------------------- resumed histories
+
+
+def _counting_step(state, batch):
+    """A cheap deterministic step: params + 1, loss 10 / step (so every record's mean matters)."""
+    params = jax.tree_util.tree_map(lambda p: p + 1.0, state.params)
+    step = state.step + 1
+    return state.replace(params=params, step=step), {"loss": 10.0 / step, "psnr": 1.0 * step}
+
+
+def _validate(params):
+    return {"psnr": float(sum(jnp.sum(jnp.abs(p)) for p in jax.tree_util.tree_leaves(params)))}
+
+
+def _without_rates(history):
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in history]
+
+
+def _fit(state, ckpt_dir, **kw):
+    kw = dict(dict(validate=_validate, validate_every=4, log_every=2, ckpt_every=3, log=None,
+                   config={"model": {"class": "cascade", "kwargs": {}}}), **kw)
+    return train.fit(state, _counting_step, lambda i: None, 8, ckpt_dir=str(ckpt_dir), **kw)
+
+
+def test_a_kill_between_checkpoint_and_metrics_json_loses_no_record(tmp_path, setup, monkeypatch):
+    from mrijax import checkpoint
+    _, state, _ = setup
+    whole = _fit(state, tmp_path / "whole")
+
+    # Killed right after the step-3 checkpoint, before metrics.json is written (a record at step 2
+    # and the metrics of step 3, half of the step-4 record, are then only in the checkpoint).
+    real = checkpoint.write_json_atomic
+
+    def killed(path, obj, strict=False):
+        if str(path).endswith("/metrics.json"):
+            raise KeyboardInterrupt
+        real(path, obj, strict)
+    monkeypatch.setattr(checkpoint, "write_json_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(state, tmp_path / "cut")
+    monkeypatch.setattr(checkpoint, "write_json_atomic", real)
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+
+    restored, _, meta = checkpoint.restore(tmp_path / "cut", state)
+    assert int(restored.step) == 3
+    resumed = _fit(restored, tmp_path / "cut", resume_from=meta)
+    assert _without_rates(resumed.history) == _without_rates(whole.history)
+    with open(tmp_path / "cut" / "metrics.json") as f:
+        on_disk = json.load(f)
+    with open(tmp_path / "whole" / "metrics.json") as f:
+        assert _without_rates(on_disk["history"]) == _without_rates(json.load(f)["history"])
+    assert resumed.best == whole.best and on_disk["best"] == whole.best
+    np.testing.assert_array_equal(jax.tree_util.tree_leaves(resumed.state.params)[0],
+                                  jax.tree_util.tree_leaves(whole.state.params)[0])
+    with pytest.raises(ValueError, match="step 3"):
+        _fit(state, tmp_path / "other", resume_from=meta)     # the meta of another step
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path, setup, monkeypatch):
+    from mrijax import checkpoint
+    _, state, _ = setup
+    # Stops early at step 5 (loss 10 / 5 <= 2).
+    whole = _fit(state, tmp_path, min_loss=2.0)
+    assert whole.stopped_early and int(whole.state.step) == 5
+    restored, _, meta = checkpoint.restore(tmp_path, state)
+    saves = []
+    monkeypatch.setattr(checkpoint, "save", lambda *a, **k: saves.append(a))
+    again = _fit(restored, tmp_path, min_loss=2.0, resume_from=meta)
+    assert again.stopped_early and int(again.state.step) == 5
+    assert _without_rates(again.history) == _without_rates(whole.history) and again.best == whole.best
+    assert saves == []                                           # the finished checkpoint is not rewritten
+    with open(tmp_path / "metrics.json") as f:
+        assert json.load(f)["history"] == whole.history
+    # A lower min_loss (allowed on resume) continues the run.
+    monkeypatch.undo()
+    more = _fit(restored, tmp_path / "more", min_loss=0.1, resume_from=meta)
+    assert not more.stopped_early and int(more.state.step) == 8

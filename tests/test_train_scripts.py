@@ -73,3 +73,91 @@ def test_the_script_rejects_bad_flags_in_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert script.main(["train.py", "--model=cascade", f"--out_dir={tmp_path}/file"]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- crashes
+
+
+CASCADE = ["train.py", "--model=cascade", *TINY, "--n_cascades=1", "--n_convs=2", "--features=4",
+           "--images=ellipses", "--mask_mode=per_image"]
+
+
+def _check_finished(out, steps, logged):
+    assert checkpoint.read_meta(out, "latest")["step"] == steps
+    assert [r["step"] for r in _history(out) if "loss" in r] == logged
+    assert (out / "reconstructions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if ".tmp" in p.name or p.name.endswith(".old")]
+
+
+def _history(out):
+    with open(out / "metrics.json") as f:
+        return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in json.load(f)["history"]]
+
+
+def test_resume_after_a_crash_between_the_renames_of_a_save(tmp_path, capsys):
+    import shutil
+    first = tmp_path / "first"
+    assert script.main(CASCADE + [f"--out_dir={first}", "--steps=2"]) == 0
+    # A crash inside checkpoint.save between its two renames leaves latest.old (and best) ...
+    with_best, alone = tmp_path / "with_best", tmp_path / "alone"
+    for out in (with_best, alone):
+        shutil.copytree(first, out)
+        (out / "latest").rename(out / "latest.old")
+    shutil.rmtree(alone / "best")                               # ... or latest.old alone
+    capsys.readouterr()
+    for out in (with_best, alone):
+        assert script.main(CASCADE + [f"--out_dir={out}", "--steps=4", "--resume"]) == 0, out
+        printed = capsys.readouterr().out
+        assert f"resumed {out} at step 2 (from latest.old)" in printed      # not a new run from step 1
+        assert "step      1/4" not in printed
+        check_outputs(out, 4)
+        assert _history(out)[:3] == _history(first)[:3]                     # steps 1, 2 and validation 2
+    # Without --resume, latest.old is a checkpoint not to overwrite either.
+    crashed = tmp_path / "crashed"
+    shutil.copytree(first, crashed)
+    shutil.rmtree(crashed / "best")
+    (crashed / "latest").rename(crashed / "latest.old")
+    assert script.main(CASCADE + [f"--out_dir={crashed}", "--steps=4"]) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+
+
+def test_a_kill_before_metrics_json_loses_no_history_and_stale_temporaries_go(tmp_path, monkeypatch, capsys):
+    import os
+    flags = CASCADE + ["--steps=6", "--log_every=2", "--ckpt_every=3", "--validate_every=4"]
+    whole = tmp_path / "whole"
+    assert script.main(flags + [f"--out_dir={whole}"]) == 0
+
+    # Killed after the step-3 checkpoint, before metrics.json was (re)written.
+    cut = tmp_path / "cut"
+    real = checkpoint.write_json_atomic
+
+    def killed(path, obj, strict=False):
+        if os.path.basename(path) == "metrics.json":
+            raise KeyboardInterrupt
+        real(path, obj, strict)
+    monkeypatch.setattr(checkpoint, "write_json_atomic", killed)
+    assert script.main(flags + [f"--out_dir={cut}"]) == 130
+    monkeypatch.setattr(checkpoint, "write_json_atomic", real)
+    assert checkpoint.read_meta(cut, "latest")["step"] == 3 and not (cut / "metrics.json").exists()
+    # What a kill inside a write leaves (older than this process): removed on resume.
+    stale = [cut / f".latest.tmp-{'c' * 32}", cut / ".metrics.json.ab12cd34.tmp",
+             cut / ".reconstructions.png.ab12cd34.tmp", cut / "reconstructions.png.tmp-4242.png"]
+    stale[0].mkdir()
+    for p in stale[1:]:
+        p.write_bytes(b"half")
+    for p in stale:
+        os.utime(p, (checkpoint._STARTED - 60,) * 2)  # before this process started
+    capsys.readouterr()
+    assert script.main(flags + [f"--out_dir={cut}", "--resume"]) == 0
+    assert f"resumed {cut} at step 3" in capsys.readouterr().out
+    _check_finished(cut, 6, [2, 4, 6])
+    assert not any(p.exists() for p in stale)
+    assert _history(cut) == _history(whole)                  # the records of an uninterrupted run
+
+    # Resuming the finished run changes neither its history nor its checkpoint.
+    meta = whole / "latest" / "meta.json"
+    before = (os.stat(meta).st_ino, os.stat(meta).st_mtime_ns)
+    assert script.main(flags + [f"--out_dir={whole}", "--resume"]) == 0
+    assert (os.stat(meta).st_ino, os.stat(meta).st_mtime_ns) == before
+    assert _history(whole) == _history(cut)
+    _check_finished(whole, 6, [2, 4, 6])

@@ -23,7 +23,8 @@ def test_writes_every_file_and_its_numbers_equal_library_calls(tmp_path):
     for name in ("perturbations_image0.png", "perturbations_image1.png", "perturbations_rescaled_image0.png",
                  "history.png", "results.json", "arrays.npz", "run_config.json", "batch0.npz"):
         assert (out / name).is_file(), name
-    assert not (out / "state_batch0.npz").exists()  # the resume state goes once the batch is done
+    # The final search state stays beside the batch: --resume with more --steps continues from it.
+    assert (out / "state_batch0.npz").exists()
     res = json.loads((out / "results.json").read_text())
     arr = common.load_npz(str(out / "arrays.npz"))
 
@@ -399,3 +400,80 @@ def test_resume_with_more_steps_continues_a_constant_step_search(tmp_path, capsy
                 "--resume") == 2
     err = capsys.readouterr().err
     assert "--steps stored 4, requested 6" in err and "--schedule=constant" in err
+
+
+# ----------------------------------------------------------------------------- corrupt files
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def test_load_npz_names_a_corrupt_or_truncated_file(tmp_path):
+    path = tmp_path / "a.npz"
+    common.save_npz(str(path), x=np.arange(1000.0))
+    np.testing.assert_array_equal(common.load_npz(str(path))["x"], np.arange(1000.0))
+    for damage in (_truncate, lambda p: p.write_bytes(b""), lambda p: p.write_bytes(b"PK\x03\x04junk")):
+        common.save_npz(str(path), x=np.arange(1000.0))
+        damage(path)
+        with pytest.raises(ValueError, match="corrupt or truncated") as err:
+            common.load_npz(str(path))
+        assert str(path) in str(err.value) and isinstance(err.value, common.CorruptFileError)
+    with pytest.raises(FileNotFoundError):
+        common.load_npz(str(tmp_path / "missing.npz"))
+
+
+def test_corrupt_saved_files_on_resume_never_lose_the_run(tmp_path, monkeypatch, capsys):
+    import shutil
+    from mrijax import checkpoint
+    flags = ["--num_images=1", "--batch=1", "--noise_draws=0", "--nocompare_cs"]   # chunk 3 of 6 steps
+    assert _run(tmp_path / "whole", *flags) == 0
+    whole = common.load_npz(str(tmp_path / "whole" / "arrays.npz"))
+
+    def same_as_whole(out):
+        resumed = common.load_npz(str(out / "arrays.npz"))
+        for k in ("r", "snapshots", "psnr_change", "history_diff_norm", "history_ratio"):
+            np.testing.assert_allclose(resumed[k], whole[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+    # A corrupt finished batch is recomputed (from its saved final state), with one line; stale
+    # temporaries of killed writes go.
+    done = tmp_path / "done"
+    shutil.copytree(tmp_path / "whole", done)
+    _truncate(done / "batch0.npz")
+    stale = done / ".batch0.npz.abcdefgh.tmp"
+    stale.write_bytes(b"half")
+    os.utime(stale, (checkpoint._STARTED - 60,) * 2)
+    capsys.readouterr()
+    assert _run(done, *flags, "--resume") == 0
+    out = capsys.readouterr().out
+    assert f"[batch 1/1] {done / 'batch0.npz'} is corrupt or truncated; recomputing it" in out
+    assert "already finished" not in out and not stale.exists()
+    same_as_whole(done)
+
+    real_save = common.save_npz
+    for saves, line in ((2, "is corrupt or truncated (removed); resuming from the previous state "
+                            "state_batch0.prev.npz at iteration 3"),
+                        (1, "is corrupt or truncated (removed) and no good state is left; restarting this "
+                            "batch from iteration 0")):
+        # Ctrl-C right after the search state was saved for the `saves`-th time, then that state is damaged.
+        count = []
+
+        def save_then_stop(path, **arrays):
+            real_save(path, **arrays)
+            if os.path.basename(path) == "state_batch0.npz":
+                count.append(1)
+                if len(count) == saves:
+                    raise KeyboardInterrupt
+        monkeypatch.setattr(common, "save_npz", save_then_stop)
+        cut = tmp_path / f"cut{saves}"
+        assert _run(cut, *flags) == 130
+        monkeypatch.setattr(common, "save_npz", real_save)
+        assert (cut / "state_batch0.prev.npz").exists() == (saves == 2)
+        _truncate(cut / "state_batch0.npz")
+        capsys.readouterr()
+        assert _run(cut, *flags, "--resume") == 0
+        printed = capsys.readouterr()
+        assert f"[batch 1/1] {cut / 'state_batch0.npz'} {line}" in printed.out
+        assert "Traceback" not in printed.err
+        same_as_whole(cut)

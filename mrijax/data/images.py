@@ -96,6 +96,8 @@ def _as_stack(a, source):
         a = a[None]
     if a.ndim != 3:
         raise ValueError(f"{source}: images must have shape (N, H, W) or (H, W), got {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{source}: the array is empty (shape {a.shape}): no image to load")
     if a.dtype.kind != "c":
         a = a.astype(np.float64)
     return a

@@ -15,6 +15,7 @@ from mrijax.models.registry import (ModelSpec, build, get, load, model_config, n
 from mrijax.models.automap import Automap
 from mrijax.models.cascade import Cascade, count_params
 from mrijax.models.deepmri import load_deepmri_npz
+from mrijax.models.unet import NormUnet, Unet, UnetRecon
 
-__all__ = ["Automap", "Cascade", "ModelSpec", "build", "count_params", "get", "load", "load_deepmri_npz",
-           "model_config", "names", "reconstruction_map", "register", "spec_for"]
+__all__ = ["Automap", "Cascade", "ModelSpec", "NormUnet", "Unet", "UnetRecon", "build", "count_params", "get", "load",
+           "load_deepmri_npz", "model_config", "names", "reconstruction_map", "register", "spec_for"]

@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
+import zlib
 
 import numpy as np
 import jax.numpy as jnp
@@ -68,20 +70,24 @@ def _read_arrays(path):
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"PK\x03\x04":  # an .npz is a zip archive
-        raise ValueError(f"{path!r} is not a readable .npz archive (no zip header); expected arr_0, arr_1, ...")
+        raise ValueError(f"{path!r} is not a readable .npz archive (no zip header: another kind of file, or "
+                         "corrupt or truncated); expected arr_0, arr_1, ...")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {}
-            for key in data.files:
-                if not _KEY.match(key):
-                    raise ValueError(f"{path!r}: unexpected key {key!r} (expected only arr_0, arr_1, ...)")
-                arrays[int(_KEY.match(key).group(1))] = np.asarray(data[key])
+            raw = {key: np.asarray(data[key]) for key in data.files}
     except ValueError as e:
         if "pickle" in str(e).lower():
             raise ValueError(f"{path!r} holds object arrays (pickled data); refusing to load it") from e
-        raise
-    except (OSError, EOFError, KeyError) as e:
-        raise ValueError(f"{path!r} is not a readable .npz archive: {e}") from e
+        raise ValueError(f"{path!r} is corrupt or truncated (not a readable .npz archive: {e}); "
+                         "download the published d5_c5.npz again") from e
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError) as e:
+        raise ValueError(f"{path!r} is corrupt or truncated (not a readable .npz archive: "
+                         f"{type(e).__name__}: {e}); download the published d5_c5.npz again") from e
+    arrays = {}
+    for key, a in raw.items():
+        if not _KEY.match(key):
+            raise ValueError(f"{path!r}: unexpected key {key!r} (expected only arr_0, arr_1, ...)")
+        arrays[int(_KEY.match(key).group(1))] = a
     if not arrays:
         raise ValueError(f"{path!r} holds no arrays")
     count = max(arrays) + 1
@@ -132,7 +138,8 @@ def load_deepmri_npz(path, flip_filters=False, noise_level=None):
 
     Raises:
       FileNotFoundError: the file does not exist.
-      ValueError: not an npz, keys missing or unexpected, inconsistent shapes (naming the key).
+      ValueError: not an npz, a corrupt or truncated one (naming the file), keys missing or
+        unexpected, inconsistent shapes (naming the key).
     """
     arrays = _read_arrays(path)
     layers = [_check_layer(arrays, i) for i in range(len(arrays) // 2)]
