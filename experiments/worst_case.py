@@ -132,6 +132,8 @@ def _target(spec, size):
     t = np.load(spec, allow_pickle=False)
     if t.shape[-2:] != (size, size):
         raise ValueError(f"--target image {spec} has shape {t.shape}, expected (..., {size}, {size})")
+    if t.dtype.kind not in "biufc" or not np.all(np.isfinite(t)):
+        raise ValueError(f"--target image {spec} holds NaN, infinity or non-numbers: a target must be an image")
     return t
 
 

@@ -477,3 +477,11 @@ def test_corrupt_saved_files_on_resume_never_lose_the_run(tmp_path, monkeypatch,
         assert f"[batch 1/1] {cut / 'state_batch0.npz'} {line}" in printed.out
         assert "Traceback" not in printed.err
         same_as_whole(cut)
+
+
+def test_a_target_image_with_nan_is_refused_in_one_line(tmp_path, capsys):
+    target = np.zeros((32, 32))
+    target[3, 4] = np.nan
+    np.save(tmp_path / "target.npy", target)
+    assert _run(tmp_path / "run", f"--target={tmp_path / 'target.npy'}", "--noise_draws=0", "--nocompare_cs") == 2
+    assert "holds NaN" in capsys.readouterr().err
