@@ -591,13 +591,13 @@ def count_params(params) -> int:
 
 
 def _apply(model, variables, op, y):
-    coil_maps = op.coil_maps if isinstance(op, operators.Sense) else None
-    return model.apply(variables, op.adjoint(y), y, op.mask, coil_maps=coil_maps)
+    mask, coil_maps = operators.mask_and_coil_maps(op)
+    return model.apply(variables, op.adjoint(y), y, mask, coil_maps=coil_maps)
 
 
 def _init(model, key, op, y):
-    coil_maps = op.coil_maps if isinstance(op, operators.Sense) else None
-    return model.init(key, op.adjoint(y), y, op.mask, coil_maps=coil_maps)
+    mask, coil_maps = operators.mask_and_coil_maps(op)
+    return model.init(key, op.adjoint(y), y, mask, coil_maps=coil_maps)
 
 
 SPEC = registry.register(registry.ModelSpec(

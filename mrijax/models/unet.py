@@ -65,7 +65,6 @@ Parameter names::
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import jax
@@ -307,16 +306,14 @@ class UnetRecon(nn.Module):
         return data_consistency(x, k0, mask, None, coil_maps)
 
 
-def _coil_maps(op):
-    return op.coil_maps if isinstance(op, operators.Sense) else None
-
-
 def _apply(model, variables, op, y):
-    return model.apply(variables, op.adjoint(y), y, op.mask, coil_maps=_coil_maps(op))
+    mask, coil_maps = operators.mask_and_coil_maps(op)
+    return model.apply(variables, op.adjoint(y), y, mask, coil_maps=coil_maps)
 
 
 def _init(model, key, op, y):
-    return model.init(key, op.adjoint(y), y, op.mask, coil_maps=_coil_maps(op))
+    mask, coil_maps = operators.mask_and_coil_maps(op)
+    return model.init(key, op.adjoint(y), y, mask, coil_maps=coil_maps)
 
 
 SPEC = registry.register(registry.ModelSpec(
