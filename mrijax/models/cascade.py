@@ -590,18 +590,8 @@ def count_params(params) -> int:
     return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
 
 
-def _apply(model, variables, op, y):
-    mask, coil_maps = operators.mask_and_coil_maps(op)
-    return model.apply(variables, op.adjoint(y), y, mask, coil_maps=coil_maps)
-
-
-def _init(model, key, op, y):
-    mask, coil_maps = operators.mask_and_coil_maps(op)
-    return model.init(key, op.adjoint(y), y, mask, coil_maps=coil_maps)
-
-
 SPEC = registry.register(registry.ModelSpec(
-    name="cascade", cls=Cascade, apply=_apply, init=_init, trained=True,
+    name="cascade", cls=Cascade, apply=registry.apply_zero_filled, init=registry.init_zero_filled,
     inputs=("zero_filled", "measurements", "coil_maps"),
     operator_types=(operators.Cartesian, operators.Sense),
     hyperparameters=(

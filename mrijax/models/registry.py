@@ -22,8 +22,8 @@ import jax.numpy as jnp
 
 from mrijax import checkpoint, operators
 
-__all__ = ["INPUTS", "Hyper", "ModelSpec", "build", "get", "load", "model_config", "names", "reconstruction_map",
-           "register", "spec_for"]
+__all__ = ["INPUTS", "Hyper", "ModelSpec", "apply_zero_filled", "build", "get", "init_zero_filled", "load",
+           "model_config", "names", "reconstruction_map", "register", "spec_for"]
 
 INPUTS = ("zero_filled", "measurements", "measurement_vector", "coil_maps")
 """What a model may read: the zero-filled image ``A* y``, the measurements ``y`` (masked
@@ -175,6 +175,19 @@ def reconstruction_map(model, params, operator, coil_maps=None) -> Callable:
         return spec.apply(model, params, op, op.restrict(y))
 
     return f
+
+
+def apply_zero_filled(model, variables, op, y):
+    """``apply`` for models called as ``model(x_zf, k0, mask, coil_maps=None)`` (zero-filled image, the
+    measured k-space, its mask and coil maps: the cascade's and the U-Net's convention)."""
+    mask, coil_maps = operators.mask_and_coil_maps(op)
+    return model.apply(variables, op.adjoint(y), y, mask, coil_maps=coil_maps)
+
+
+def init_zero_filled(model, key, op, y):
+    """``init`` for the convention of :func:`apply_zero_filled`."""
+    mask, coil_maps = operators.mask_and_coil_maps(op)
+    return model.init(key, op.adjoint(y), y, mask, coil_maps=coil_maps)
 
 
 # ----------------------------------------------------------------------------- configs and checkpoints

@@ -306,18 +306,8 @@ class UnetRecon(nn.Module):
         return data_consistency(x, k0, mask, None, coil_maps)
 
 
-def _apply(model, variables, op, y):
-    mask, coil_maps = operators.mask_and_coil_maps(op)
-    return model.apply(variables, op.adjoint(y), y, mask, coil_maps=coil_maps)
-
-
-def _init(model, key, op, y):
-    mask, coil_maps = operators.mask_and_coil_maps(op)
-    return model.init(key, op.adjoint(y), y, mask, coil_maps=coil_maps)
-
-
 SPEC = registry.register(registry.ModelSpec(
-    name="unet", cls=UnetRecon, apply=_apply, init=_init, trained=True,
+    name="unet", cls=UnetRecon, apply=registry.apply_zero_filled, init=registry.init_zero_filled,
     inputs=("zero_filled", "measurements", "coil_maps"),
     operator_types=(operators.Cartesian, operators.Sense),
     hyperparameters=(
