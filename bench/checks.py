@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
 from mrijax import fourier, masks, operators
+from timing import best_time
 
 
 def _unchecked_forward(x, mask):
@@ -41,15 +41,6 @@ def _program(fn, *args):
     (names, source locations and metadata differ between two functions and are left out)."""
     text = jax.jit(fn).lower(*args).compile().as_text()
     return sorted(re.findall(r"= (\S+) ([a-z][a-z0-9-]*)\(", text))
-
-
-def _best(fn, *args, repeats):
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main(argv=None) -> int:
@@ -68,11 +59,11 @@ def main(argv=None) -> int:
     np.testing.assert_allclose(checked(x, mask), unchecked(x, mask), rtol=1e-6, atol=1e-6)
     t_checked = t_unchecked = np.inf
     for _ in range(5):   # interleaved rounds, so load changes hit both alike
-        t_checked = min(t_checked, _best(checked, x, mask, repeats=args.repeats // 5))
-        t_unchecked = min(t_unchecked, _best(unchecked, x, mask, repeats=args.repeats // 5))
+        t_checked = min(t_checked, best_time(checked, x, mask, repeats=args.repeats // 5))
+        t_unchecked = min(t_unchecked, best_time(unchecked, x, mask, repeats=args.repeats // 5))
     float_mask = mask.astype(np.float32)
-    t_float = _best(operators.cartesian, float_mask, repeats=args.repeats)
-    t_bool = _best(operators.cartesian, mask, repeats=args.repeats)
+    t_float = best_time(operators.cartesian, float_mask, repeats=args.repeats)
+    t_bool = best_time(operators.cartesian, mask, repeats=args.repeats)
     print(f"backend {jax.default_backend()}  jax {jax.__version__}  {n}x{n} batch {args.batch}")
     print(f"jit fourier.forward (checks included): {t_checked * 1e3:.3f} ms; the same maths without checks: "
           f"{t_unchecked * 1e3:.3f} ms; same compiled operations: {same}")

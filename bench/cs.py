@@ -34,13 +34,13 @@ at most TV's).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
 from mrijax import cs, fourier, masks, metrics
+from timing import best_time
 from mrijax.data import mni, phantoms
 
 
@@ -50,16 +50,6 @@ def _psnr(x, ref):
 
 
 # ----------------------------------------------------------------------------- speed
-
-
-def _time(fn, *args, repeats):
-    jax.block_until_ready(fn(*args))  # warm-up: compilation and first run
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def speed(sizes, batches, iters, repeats, with_grad, tgv_ratio=None):
@@ -79,11 +69,11 @@ def speed(sizes, batches, iters, repeats, with_grad, tgv_ratio=None):
         loss_grad = jax.jit(jax.grad(lambda k: jnp.sum(jnp.abs(cs.reconstruct(k, mask, iters=iters, tgv=tgv)) ** 2)))
         for batch in batches:
             k = fourier.forward(jnp.broadcast_to(image, (batch, size, size)), mask)
-            seconds = _time(recon, k, repeats=repeats)
+            seconds = best_time(recon, k, repeats=repeats)
             row = (f"{size:>6} {batch:>6} {iters / seconds:>10.1f} {batch * iters / seconds:>12.1f} "
                    f"{1e3 * seconds / iters:>9.2f}")
             if with_grad:
-                seconds_grad = _time(loss_grad, k, repeats=repeats)
+                seconds_grad = best_time(loss_grad, k, repeats=repeats)
                 row += f" {iters / seconds_grad:>13.1f}"
             print(row, flush=True)
 
